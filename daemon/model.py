@@ -111,6 +111,11 @@ class ColumnSpec:
     """Pulled from Coda only (calculated columns); never pushed, never part of the change hash."""
     checkbox_unset_is_false: bool = True
     """Coda reads an untouched checkbox as "": canonical False (default) or None."""
+    doc_timezone: str | None = None
+    """IANA zone of the Coda doc (e.g. "Europe/Moscow"), for time columns only. Coda prints a
+    time as a 1899-12-30 datetime whose local-mean-time offset loses its seconds, so the wall
+    clock reads a few seconds off (06:52 -> 06:51:43 in Moscow); with the zone known,
+    `normalize` recovers the exact time from the instant. None: take the wall time as read."""
 
 
 @dataclass(frozen=True, slots=True)
