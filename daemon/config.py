@@ -71,11 +71,13 @@ class CodaSettings(_Model):
     """Name of the environment variable holding the API token."""
     token_file: str | None = None
     """Path of a file holding the API token; `${CREDENTIALS_DIRECTORY}` is expanded (systemd)."""
-    read_limit: Annotated[int, Field(gt=0)] = 95
-    """Reads allowed per `rate_window_seconds` (Coda publishes 100 / 6 s; we run under it)."""
-    write_limit: Annotated[int, Field(gt=0)] = 9
+    read_limit: Annotated[int, Field(gt=0)] = 100
+    """Reads allowed per `rate_window_seconds` (Coda publishes 100 / 6 s)."""
+    write_limit: Annotated[int, Field(gt=0)] = 10
     """Writes allowed per window (Coda publishes 10 / 6 s)."""
-    rate_window_seconds: Annotated[float, Field(gt=0)] = 6.0
+    rate_window_seconds: Annotated[float, Field(gt=0)] = 6.5
+    """Sliding window of our own pacing: 0.5 s longer than Coda's, so network jitter can never
+    put more than the limit into one of Coda's 6 s windows (limits are shared per user)."""
     timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     """Deadline of one HTTP request."""
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 6

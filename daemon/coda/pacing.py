@@ -6,10 +6,17 @@ waits (on the injected `Clock`) until it has. It knows nothing of HTTP beyond th
 method/path -> class rule in `limit_class`.
 
 Coda publishes reads 100 / 6 s and writes 10 / 6 s, per user, across all docs (API-FACTS
-section 6.1). Whether the window is fixed or sliding is not documented, and one integrator hit
-429 at the published numbers, so the defaults run under them (95 reads, 9 writes per 6 s)
-and the window is *sliding*: no interval ``[t, t + window)`` ever holds more than `capacity`
-grants. A refill-rate token bucket does not give that guarantee (a full bucket plus the refill
+section 6.1). Whether the window is fixed or sliding is not documented, and one integrator
+hit 429 at the published numbers, so the defaults keep the published COUNTS over a longer
+window (100 reads, 10 writes per 6.5 s) and the window is *sliding*: no interval
+``[t, t + window)`` ever holds more than `capacity` grants, so no 6 s window of Coda's, fixed
+or sliding, with up to 0.5 s of network jitter between our clock and theirs, sees more than
+the limit.
+NB: 100/6.5 s is 8% under the published rate, where 95/6 s costs 5% of the rate but a whole
+window of waiting per 95 requests: a 100-write push takes 58.5 s at 10/6.5 s and 66 s at
+9/6 s (floor: 54 s), measured in bench/.
+
+A refill-rate token bucket does not give the window guarantee (a full bucket plus the refill
 lets ~2x capacity through one window), hence the log of grant times::
 
     capacity 3, window 6 s        grants: |  |  |               |  |  |
@@ -37,8 +44,8 @@ WRITE: Final = "write"
 
 #: Coda's published limits (requests, window seconds), for reference.
 PUBLISHED_LIMITS: Final[Mapping[str, tuple[int, float]]] = {READ: (100, 6.0), WRITE: (10, 6.0)}
-#: What we actually allow ourselves: slightly under the published numbers.
-DEFAULT_LIMITS: Final[Mapping[str, tuple[int, float]]] = {READ: (95, 6.0), WRITE: (9, 6.0)}
+#: What we allow ourselves: the published counts over a window stretched by 0.5 s of margin.
+DEFAULT_LIMITS: Final[Mapping[str, tuple[int, float]]] = {READ: (100, 6.5), WRITE: (10, 6.5)}
 
 _READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -81,7 +88,7 @@ class _Window:
 class RateLimiter:
     """Sliding-window pacing per limit class, on an injected clock.
 
-    ``RateLimiter(clock, limits={"read": (95, 6.0), "write": (9, 6.0)})``; `limits` defaults
+    ``RateLimiter(clock, limits={"read": (100, 6.5), "write": (10, 6.5)})``; `limits` defaults
     to `DEFAULT_LIMITS`. Classes not in `limits` raise KeyError on `acquire` (a typo must not
     silently bypass pacing).
     """

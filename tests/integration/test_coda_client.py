@@ -218,9 +218,9 @@ def max_in_any_window(times: list[float], window: float) -> int:
 
 
 @pytest.mark.anyio
-async def test_a_burst_of_25_writes_never_puts_more_than_9_in_a_6s_window() -> None:
-    """25 concurrent writes are paced to <= 9 per sliding 6 s; a server enforcing 10/6 s never
-    has to answer 429. Two clients share one limiter, as clients of one token must."""
+async def test_a_burst_of_25_writes_never_puts_more_than_10_in_a_6s_window() -> None:
+    """25 concurrent writes are paced to <= 10 per sliding 6.5 s; a server enforcing 10/6 s
+    never has to answer 429. Two clients share one limiter, as clients of one token must."""
     clock = FakeClock()
     arrivals: list[float] = []
     rejected = 0
@@ -243,8 +243,8 @@ async def test_a_burst_of_25_writes_never_puts_more_than_9_in_a_6s_window() -> N
 
     assert rejected == 0
     assert len(arrivals) == 25
-    assert max_in_any_window(arrivals, 6.0) == 9
-    assert sorted(arrivals) == [0.0] * 9 + [6.0] * 9 + [12.0] * 7
+    assert max_in_any_window(arrivals, 6.0) == 10
+    assert sorted(arrivals) == [0.0] * 10 + [6.5] * 10 + [13.0] * 5
     assert limiter.wait_seconds("write") > 0
     assert sum(c.stats.limiter_wait_seconds for c in clients) == limiter.wait_seconds_total
 
@@ -285,8 +285,8 @@ async def test_unknown_limit_class_is_an_error() -> None:
 
 
 def test_defaults_run_under_the_published_limits_and_classes_follow_the_method() -> None:
-    """95 reads and 9 writes per 6 s; DELETE writes, GET /mutationStatus reads."""
-    assert DEFAULT_LIMITS == {"read": (95, 6.0), "write": (9, 6.0)}
+    """100 reads and 10 writes per 6.5 s; DELETE writes, GET /mutationStatus reads."""
+    assert DEFAULT_LIMITS == {"read": (100, 6.5), "write": (10, 6.5)}
     assert limit_class("DELETE", ROWS_PATH) == "write"
     assert limit_class("GET", "/mutationStatus/mutate%3Ax") == "read"
     assert [limit_class(m) for m in ("POST", "PUT", "get")] == ["write", "write", "read"]
