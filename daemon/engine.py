@@ -1,0 +1,1090 @@
+"""One sync cycle of one binding: read both sides, plan (pure), apply, record.
+
+    settle writes     poll open mutations (0 reads when none), resend lost ones
+    remote phase      incremental: GET rows?syncToken=T (1 read when idle)
+                      full scan (first run, every full_resync_seconds, on demand, token
+                      refused): GET rows?sortBy=updatedAt, all pages; the token of the FIRST
+                      page is kept, so rows edited during the scan come again next time
+                      -> page by page: canonicalise, load state + local rows of those keys,
+                         reconcile.plan, apply (memory stays bounded by the page size)
+    local phase       rows with updated_at >= watermark - overlap (all rows on full scans)
+    delete phase      local: keys in the state with no local row (one anti-join), soft-deleted
+                      rows; remote: ONLY after a complete, error-free full scan, each missing
+                      row confirmed gone by GET row (404) before it counts as deleted;
+                      one plan, so the max-delete guard sees every delete of the cycle
+    rechecks          keys whose observation was deferred (a push was in flight) re-read by id
+    flush             pushes: intent recorded with the key's local effects in ONE transaction,
+                      then sent as keyed upserts in batches (see `writes`)
+    save              sync token + local watermark, only after everything above is durable
+
+A key with a pending write is skipped ("ours in flight"): a stale read cannot revert it.
+Remote reads older than the version already incorporated (`remote_updated_at`) are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from daemon import normalize, reconcile
+from daemon.clock import Clock
+from daemon.coda.client import CodaClient
+from daemon.coda.schema import RawRow
+from daemon.config import Binding, Settings
+from daemon.errors import (
+    CodaAuthError,
+    CodaBadRequest,
+    CodaForbidden,
+    CodaNotFound,
+    LeadershipLost,
+    RowError,
+)
+from daemon.model import (
+    ABSENT,
+    Action,
+    Conflict,
+    GuardReport,
+    KeyInput,
+    KeyPlan,
+    SideState,
+    SyncKey,
+    Values,
+    Version,
+)
+from daemon.store.bound import BoundTable, LocalRow
+from daemon.store.db import Store
+from daemon.store.fence import fenced, unfenced
+from daemon.store.repo import (
+    BindingState,
+    DeleteAudit,
+    MutationKind,
+    QuarantineItem,
+    RowState,
+    StateRepo,
+)
+from daemon.writes import OutgoingRow, Writer
+
+log = logging.getLogger(__name__)
+
+LOCAL_BATCH = 1000
+REMOTE_OVERLAP = timedelta(minutes=10)
+"""Incremental listings re-read rows this much older than the newest `updatedAt` seen."""
+_CLEAN = object()
+RECHECK_BUDGET = 100
+
+
+def _noop(_: str) -> None:
+    return None
+
+
+def parse_coda_time(text: str) -> datetime:
+    """Coda's `createdAt`/`updatedAt` ("2026-06-23T10:58:35.359Z") as an aware datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(slots=True)
+class CycleStats:
+    pulled_inserts: int = 0
+    pulled_updates: int = 0
+    pulled_deletes: int = 0
+    pushed_inserts: int = 0
+    pushed_updates: int = 0
+    pushed_deletes: int = 0
+    merged: int = 0
+    adopted: int = 0
+    conflicts: int = 0
+    quarantined: int = 0
+    deferred: int = 0
+    rechecked: int = 0
+    remote_rows_read: int = 0
+    local_rows_read: int = 0
+    keys_assigned: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    binding: str
+    full_scan: bool
+    started_at: datetime
+    finished_at: datetime
+    stats: dict[str, int]
+    guard: GuardReport | None
+    pending_mutations: int
+    reads: int
+    writes: int
+    dry_run: bool = False
+    planned: tuple[KeyPlan, ...] = ()
+
+    def summary(self) -> str:
+        s = self.stats
+        text = (
+            f"{self.binding}: {'full scan' if self.full_scan else 'incremental'}; "
+            f"pulled +{s['pulled_inserts']} ~{s['pulled_updates']} -{s['pulled_deletes']}, "
+            f"pushed +{s['pushed_inserts']} ~{s['pushed_updates']} -{s['pushed_deletes']}, "
+            f"merged {s['merged']}, conflicts {s['conflicts']}, quarantined {s['quarantined']}, "
+            f"pending writes {self.pending_mutations}; {self.reads} reads, {self.writes} writes"
+        )
+        if self.guard is not None:
+            text += f"; GUARD: {self.guard.reason}"
+        return text
+
+
+@dataclass(slots=True)
+class _Cycle:
+    full_scan: bool
+    dry_run: bool
+    now: datetime
+    stats: CycleStats = field(default_factory=CycleStats)
+    handled: set[str] = field(default_factory=set)
+    seen_row_ids: set[str] = field(default_factory=set)
+    seen_keys: set[str] = field(default_factory=set)
+    outbox: list[tuple[KeyPlan, RowState | None, str | None, datetime | None]] = field(
+        default_factory=list
+    )
+    deletes_out: list[tuple[SyncKey, str]] = field(default_factory=list)
+    planned: list[KeyPlan] = field(default_factory=list)
+    guard: GuardReport | None = None
+    new_token: str | None = None
+    listing_complete: bool = False
+    local_high: datetime | None = None
+    remote_high: datetime | None = None
+    """Newest Coda `updatedAt` listed in this cycle (the remote watermark, once durable)."""
+    quarantined: set[str] = field(default_factory=set)
+    """Refs in the quarantine when the cycle started (released when they read clean)."""
+
+
+@dataclass(slots=True)
+class _LocalEffects:
+    """What a batch of plans does to the local table and the state, collected for one write."""
+
+    writes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    local_deletes: list[str] = field(default_factory=list)
+    soft: list[str] = field(default_factory=list)
+    audits: list[DeleteAudit] = field(default_factory=list)
+    put: list[RowState] = field(default_factory=list)
+    drop: list[str] = field(default_factory=list)
+    clear_q: list[str] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
+class Engine:
+    """Runs cycles for one binding. Holds no per-cycle state between cycles."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        binding: Binding,
+        client: CodaClient,
+        store: Store,
+        clock: Clock,
+        rng: random.Random | None = None,
+        repo: StateRepo | None = None,
+        crash: Callable[[str], None] | None = None,
+        leader_check: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.binding = binding
+        self.client = client
+        self.leader_check = leader_check  # PostgreSQL: asked before each commit and Coda write
+        self.store = store if leader_check is None else fenced(store, self.ensure_leader)
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.repo = repo or StateRepo()
+        self.bound = BoundTable(binding)
+        self.crash = crash or _noop
+        self.writer = Writer(
+            settings=settings,
+            binding=binding,
+            client=client,
+            store=self.store,
+            repo=self.repo,
+            clock=clock,
+            crash=self.crash,
+            leader=self.ensure_leader,
+        )
+        self._columns = binding.columns
+        self._readonly = binding.readonly_columns
+
+    async def ensure_leader(self) -> None:
+        """Raise LeadershipLost unless this process still leads the binding (PostgreSQL)."""
+        if self.leader_check is not None and not await self.leader_check():
+            raise LeadershipLost(f"lost the leader lock of binding {self.binding.name!r}")
+
+    # ------------------------------------------------------------------ entry point
+
+    async def prepare(self) -> None:
+        """Check (or create) the bound table; call once before the first cycle."""
+        async with unfenced(self.store).begin() as conn:  # leader or standby: every instance
+            await self.bound.ensure(conn)
+
+    async def cycle(self, *, full: bool = False, dry_run: bool = False) -> CycleResult:
+        started = self.clock.now()
+        reads0 = self.client.stats.count("read")
+        writes0 = self.client.stats.count("write")
+        async with self.store.connect() as conn:
+            bstate = await self.repo.get_binding_state(conn, self.binding.name)
+            quarantined = await self.repo.quarantine_list(conn, self.binding.name)
+        full_scan = full or self._full_due(bstate, started)
+        ctx = _Cycle(full_scan=full_scan, dry_run=dry_run, now=started)
+        ctx.quarantined = {q.item.ref for q in quarantined}
+        if not dry_run:
+            await self.writer.settle()
+        await self._remote_phase(ctx, bstate)
+        self.crash("after-remote-list")
+        await self._local_phase(ctx, bstate)
+        self.crash("after-local-list")
+        await self._delete_phase(ctx)
+        if not dry_run:
+            await self._recheck_phase(ctx)
+            await self._flush(ctx)
+            await self._save(ctx, bstate)
+        async with self.store.connect() as conn:
+            pending = len(await self.repo.list_open_mutations(conn, self.binding.name))
+        return CycleResult(
+            binding=self.binding.name,
+            full_scan=full_scan,
+            started_at=started,
+            finished_at=self.clock.now(),
+            stats=ctx.stats.as_dict(),
+            guard=ctx.guard,
+            pending_mutations=pending,
+            reads=self.client.stats.count("read") - reads0,
+            writes=self.client.stats.count("write") - writes0,
+            dry_run=dry_run,
+            planned=tuple(ctx.planned),
+        )
+
+    def _full_due(self, bstate: BindingState | None, now: datetime) -> bool:
+        if bstate is None or not bstate.sync_token or bstate.last_full_scan_at is None:
+            return True
+        age = (now - bstate.last_full_scan_at).total_seconds()
+        return age >= self.settings.sync.full_resync_seconds
+
+    # ------------------------------------------------------------------ remote phase
+
+    async def _remote_phase(self, ctx: _Cycle, bstate: BindingState | None) -> None:
+        if not ctx.full_scan:
+            assert bstate is not None and bstate.sync_token
+            cutoff = None
+            if bstate.remote_watermark is not None:
+                cutoff = bstate.remote_watermark - REMOTE_OVERLAP
+            try:
+                await self._list(ctx, sync_token=bstate.sync_token, cutoff=cutoff)
+                return
+            except (CodaAuthError, CodaForbidden):
+                raise
+            except (CodaBadRequest, CodaNotFound) as exc:
+                # Undocumented what Coda says to an expired or foreign token: any 4xx on a
+                # syncToken call means "start over with a full scan".
+                log.warning(
+                    "sync token refused (%s); running a full scan",
+                    exc,
+                    extra={"binding": self.binding.name},
+                )
+                ctx.full_scan = True
+                ctx.handled.clear()
+        await self._list(ctx, sync_token=None)
+
+    async def _list(
+        self, ctx: _Cycle, *, sync_token: str | None, cutoff: datetime | None = None
+    ) -> None:
+        """List rows newest first (a full scan, or what changed since `sync_token`).
+
+        `cutoff` (incremental listings only): rows older than it were incorporated before, so
+        they are skipped and paging stops at the first page that reaches them. A token whose
+        watermark lags (minted on an old page, or re-delivering rows) then still costs one read.
+        """
+        pages = self.client.list_rows(
+            self.binding.doc_id,
+            self.binding.table_id,
+            sync_token=sync_token,
+            # Also with a token: if Coda ignores a token it does not accept, the full listing
+            # it sends instead must mint an updatedAt token (a createdAt one never sees edits).
+            sort_by="updatedAt",
+            value_format="rich",
+            limit=self.settings.coda.page_size,
+        )
+        first_token: str | None = None
+        async with aclosing(pages):
+            async for page in pages:
+                if first_token is None and page.next_sync_token:
+                    first_token = page.next_sync_token
+                times = [parse_coda_time(r.updated_at) for r in page.items]
+                if times and (ctx.remote_high is None or max(times) > ctx.remote_high):
+                    ctx.remote_high = max(times)
+                rows = page.items
+                if cutoff is not None:
+                    rows = [r for r, at in zip(page.items, times, strict=True) if at >= cutoff]
+                await self._ingest_remote(ctx, rows)
+                if cutoff is not None and len(rows) < len(page.items):
+                    break  # newest first: every later page is older still
+        ctx.new_token = first_token or sync_token
+        ctx.listing_complete = True
+
+    async def _ingest_remote(self, ctx: _Cycle, rows: Sequence[RawRow]) -> None:
+        ctx.stats.remote_rows_read += len(rows)
+        b = self.binding
+        parsed, bad = self._parse_remote(ctx, rows)
+        async with self.store.connect() as conn:
+            keyless_ids = [raw.id for raw, key, _ in parsed if key is None]
+            by_row = (
+                await self.repo.get_row_states_by_coda_ids(conn, b.name, keyless_ids)
+                if keyless_ids
+                else {}
+            )
+            keys = {key for _, key, _ in parsed if key} | {s.key for s in by_row.values()}
+            states = await self.repo.get_row_states(conn, b.name, keys)
+            local_rows = await self.bound.get_rows(conn, keys)
+        observations, new_keys = self._observe(parsed, by_row, states, bad)
+        inputs: list[KeyInput] = []
+        seen: dict[SyncKey, tuple[str, datetime]] = {}
+        changed: list[RowState] = []  # deferred (recheck) and echoed states
+        for skey, (raw, values) in observations.items():
+            updated = parse_coda_time(raw.updated_at)
+            seen[skey] = (raw.id, updated)
+            ctx.handled.add(skey)
+            state = states.get(skey)
+            verdict = self._judge_remote(ctx, state, values, updated)
+            if verdict == "ignore":
+                continue
+            if verdict == "defer":
+                assert state is not None
+                changed.append(replace(state, recheck=True, coda_row_id=raw.id))
+                ctx.stats.deferred += 1
+                continue
+            if verdict == "echo":
+                # Our write landed: the base becomes what we wrote; the row still goes through
+                # reconcile so Coda-computed (read-only) columns and local edits are handled.
+                assert state is not None
+                state = states[skey] = self._echo_state(state, raw.id, updated, ctx.now)
+                changed.append(state)
+            try:
+                local = self._local_side(ctx, local_rows.get(skey), state)
+            except _LocalRowBad as exc:
+                # One unreadable local row must not stop the cycle: quarantine it, and re-read
+                # this Coda row (recheck) once the app has fixed its row.
+                bad.append(QuarantineItem("local", skey, exc.reason))
+                if state is not None:
+                    changed.append(replace(state, recheck=True, coda_row_id=raw.id))
+                continue
+            base = state.base if state is not None else None
+            inputs.append(
+                KeyInput(key=skey, base=base, local=local, remote=Version(values, updated))
+            )
+        ctx.stats.quarantined += len(bad)
+        if (bad or changed) and not ctx.dry_run:
+            async with self.store.begin() as conn:
+                await self.repo.quarantine_put(conn, b.name, bad, at=ctx.now)
+                await self.repo.put_row_states(conn, changed)
+        await self._apply(ctx, inputs, states, seen, new_keys=new_keys)
+
+    def _parse_remote(
+        self, ctx: _Cycle, rows: Sequence[RawRow]
+    ) -> tuple[list[tuple[RawRow, str | None, dict[str, Any]]], list[QuarantineItem]]:
+        """Canonical values and sync key of each listed row; unreadable rows -> quarantine."""
+        b = self.binding
+        parsed: list[tuple[RawRow, str | None, dict[str, Any]]] = []
+        bad: list[QuarantineItem] = []
+        for raw in rows:
+            ctx.seen_row_ids.add(raw.id)
+            try:
+                key = normalize.canon_key(raw.values.get(b.coda_key_column, ""))
+            except RowError as exc:
+                bad.append(QuarantineItem("remote", raw.id, f"sync key: {exc.reason}"))
+                continue
+            if key:
+                ctx.seen_keys.add(key)
+            values, errors = normalize.canon_row_from_coda(self._columns, raw.values)
+            if errors:
+                reason = "; ".join(str(e) for e in errors)
+                payload = {"row_id": raw.id, "name": raw.name}
+                bad.append(QuarantineItem("remote", key or raw.id, reason, payload))
+                if key:
+                    ctx.handled.add(key)
+                continue
+            parsed.append((raw, key, values))
+        return parsed, bad
+
+    def _observe(
+        self,
+        parsed: Sequence[tuple[RawRow, str | None, dict[str, Any]]],
+        by_row: dict[str, RowState],
+        states: dict[SyncKey, RowState],
+        bad: list[QuarantineItem],
+    ) -> tuple[dict[SyncKey, tuple[RawRow, dict[str, Any]]], list[tuple[SyncKey, RawRow]]]:
+        """One observation per sync key (keyless rows get their known or a new key);
+        a second row with the same key is quarantined."""
+        observations: dict[SyncKey, tuple[RawRow, dict[str, Any]]] = {}
+        new_keys: list[tuple[SyncKey, RawRow]] = []
+        for raw, key, values in parsed:
+            if key is None:
+                known = by_row.get(raw.id)
+                if known is None:
+                    key = self._new_key()
+                    new_keys.append((SyncKey(key), raw))
+                else:
+                    key = known.key
+            skey = SyncKey(key)
+            if skey in observations and observations[skey][0].id != raw.id:
+                state = states.get(skey)
+                ours = state.coda_row_id if state else observations[skey][0].id
+                dup = raw if raw.id != ours else observations[skey][0]
+                reason = f"duplicate sync key {key!r} (also row {ours})"
+                bad.append(QuarantineItem("remote", dup.id, reason))
+                if dup is raw:
+                    continue
+            observations[skey] = (raw, values)
+        return observations, new_keys
+
+    def _judge_remote(
+        self, ctx: _Cycle, state: RowState | None, values: Values, updated: datetime
+    ) -> str:
+        """What to make of one remote observation: use | ignore | defer | echo."""
+        if state is None:
+            return "use"
+        if state.detached:
+            return "ignore"
+        writable_equal_pending = state.pending_values is not None and self._writable(
+            values
+        ) == self._writable(state.pending_values)
+        if state.pending_mutation_id is not None:
+            # Ours in flight. Our own write showing up = it landed; anything else waits.
+            return "echo" if writable_equal_pending else "defer"
+        if state.remote_updated_at is not None and updated < state.remote_updated_at:
+            return "ignore"  # older than what the base already incorporates: a stale read
+        if state.fence_until is not None and ctx.now < state.fence_until:
+            if self._writable(values) == self._writable(state.base):
+                return "echo"
+            return "defer"
+        return "use"
+
+    def _echo_state(
+        self, state: RowState, row_id: str, updated: datetime, now: datetime
+    ) -> RowState:
+        base = state.pending_values if state.pending_values is not None else state.base
+        return replace(
+            state,
+            base=base,
+            base_hash=normalize.row_hash(base, exclude=self._readonly),
+            coda_row_id=row_id,
+            remote_updated_at=updated,
+            pending_mutation_id=None,
+            pending_values=None,
+            fence_until=None,
+            synced_at=now,
+        )
+
+    def _writable(self, values: Values) -> dict[str, Any]:
+        return {k: v for k, v in values.items() if k not in self._readonly}
+
+    def _new_key(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def _local_side(self, ctx: _Cycle, local: LocalRow | None, state: RowState | None) -> SideState:
+        if local is None or local.soft_deleted:
+            return ABSENT
+        ctx.stats.local_rows_read += 1
+        values, errors = normalize.canon_row_from_sql(self._columns, local.values)
+        if errors:
+            raise _LocalRowBad(local.key, "; ".join(str(e) for e in errors))
+        return Version(values, local.updated_at)
+
+    # ------------------------------------------------------------------ local phase
+
+    async def _local_phase(self, ctx: _Cycle, bstate: BindingState | None) -> None:
+        since: datetime | None = None
+        if not ctx.full_scan and bstate is not None and bstate.local_watermark is not None:
+            since = bstate.local_watermark - timedelta(
+                seconds=self.settings.sync.local_overlap_seconds
+            )
+        async with self.store.connect() as conn:
+            async for batch in self.bound.iter_rows(conn, since=since, batch=LOCAL_BATCH):
+                await self._ingest_local(ctx, batch)
+
+    async def _ingest_local(self, ctx: _Cycle, batch: Sequence[LocalRow]) -> None:
+        for row in batch:
+            if ctx.local_high is None or row.updated_at > ctx.local_high:
+                ctx.local_high = row.updated_at
+        todo = [r for r in batch if r.key not in ctx.handled]
+        if not todo:
+            return
+        async with self.store.connect() as conn:
+            states = await self.repo.get_row_states(conn, self.binding.name, [r.key for r in todo])
+        inputs: list[KeyInput] = []
+        deferred: list[RowState] = []
+        bad: list[QuarantineItem] = []
+        clean: list[str] = []
+        for row in todo:
+            verdict = self._judge_local(ctx, row, states.get(SyncKey(row.key)))
+            if isinstance(verdict, KeyInput):
+                inputs.append(verdict)
+            elif isinstance(verdict, QuarantineItem):
+                bad.append(verdict)
+            elif isinstance(verdict, RowState):
+                deferred.append(verdict)
+            elif verdict is _CLEAN and row.key in ctx.quarantined:
+                clean.append(row.key)  # read clean again (a bad value set back): release
+        if (bad or deferred or clean) and not ctx.dry_run:
+            ctx.stats.quarantined += len(bad)
+            async with self.store.begin() as conn:
+                await self.repo.quarantine_put(conn, self.binding.name, bad, at=ctx.now)
+                await self.repo.put_row_states(conn, deferred)
+                await self.repo.quarantine_clear(conn, self.binding.name, clean, side="local")
+        await self._apply(ctx, inputs, states, {})
+
+    def _judge_local(
+        self, ctx: _Cycle, row: LocalRow, state: RowState | None
+    ) -> KeyInput | QuarantineItem | RowState | object | None:
+        """One changed local row: a KeyInput to plan, a QuarantineItem, a RowState to mark for
+        recheck (a write of ours is in flight), _CLEAN (equal to the base) or None (not ours)."""
+        if state is not None and self._unseen(ctx, state):
+            return None  # missing from a complete full listing: the delete phase decides
+        ctx.handled.add(SyncKey(row.key))
+        if (state is not None and state.detached) or (row.soft_deleted and state is None):
+            return None  # tombstoned, or soft-deleted and already gone from the sync
+        if state is not None and state.pending_mutation_id is not None:
+            ctx.stats.deferred += 1
+            return None if state.recheck else replace(state, recheck=True)
+        if state is not None and state.recheck:
+            # A Coda observation of this key is waiting: the recheck phase reads Coda again
+            # and merges; planning with "Coda unchanged" here would drop that edit.
+            return None
+        if not ctx.full_scan and state is not None and state.local_updated_at == row.updated_at:
+            return _CLEAN  # the version we last synced (our own pull): re-read by the overlap
+        try:
+            local = self._local_side(ctx, row, state)
+        except _LocalRowBad as exc:
+            return QuarantineItem("local", row.key, exc.reason)
+        if (
+            state is not None
+            and isinstance(local, Version)
+            and self._writable(local.values) == self._writable(state.base)
+        ):
+            return _CLEAN  # unchanged (our own pull, or an edit that was undone)
+        base = state.base if state else None
+        return KeyInput(key=SyncKey(row.key), base=base, local=local, remote=None)
+
+    # ------------------------------------------------------------------ delete phase
+
+    async def _delete_phase(self, ctx: _Cycle) -> None:
+        b = self.binding
+        async with self.store.connect() as conn:
+            missing = [
+                k for k in await self.bound.missing_keys(conn, b.name) if k not in ctx.handled
+            ]
+            states = await self.repo.get_row_states(conn, b.name, missing)
+            candidates = await self._remote_candidates(ctx, conn, set(missing))
+        inputs, deferred = self._local_deletes(states, missing)
+        remote_states = await self._remote_deletes(ctx, candidates, inputs)
+        if deferred and not ctx.dry_run:
+            async with self.store.begin() as conn:
+                await self.repo.put_row_states(conn, deferred)
+        all_states = {**states, **remote_states}
+        await self._apply(ctx, list(inputs.values()), all_states, {}, deletes=True)
+
+    def _unseen(self, ctx: _Cycle, s: RowState) -> bool:
+        """A known, settled key that a complete full listing did not show: maybe deleted."""
+        return (
+            ctx.full_scan
+            and ctx.listing_complete
+            and not s.detached
+            and s.pending_mutation_id is None
+            # just confirmed: our insert may not be in the (lagging) read snapshot yet
+            and (s.fence_until is None or s.fence_until <= ctx.now)
+            and s.key not in ctx.seen_keys
+            and (s.coda_row_id is None or s.coda_row_id not in ctx.seen_row_ids)
+        )
+
+    async def _remote_candidates(self, ctx: _Cycle, conn: Any, missing: set[str]) -> list[RowState]:
+        if not (ctx.full_scan and ctx.listing_complete):
+            return []
+        out: list[RowState] = []
+        async for batch in self.repo.iter_row_states(
+            conn, self.binding.name, include_detached=False
+        ):
+            out.extend(
+                s
+                for s in batch
+                if self._unseen(ctx, s) and (s.key not in ctx.handled or s.key in missing)
+            )
+        return out
+
+    @staticmethod
+    def _local_deletes(
+        states: dict[SyncKey, RowState], missing: Sequence[str]
+    ) -> tuple[dict[SyncKey, KeyInput], list[RowState]]:
+        """Keys whose local row is gone: (inputs, states to recheck after a pending write)."""
+        inputs: dict[SyncKey, KeyInput] = {}
+        deferred: list[RowState] = []
+        for key in missing:
+            gone = states.get(SyncKey(key))
+            if gone is None or gone.detached:
+                continue
+            if gone.pending_mutation_id is not None:
+                deferred.append(replace(gone, recheck=True))
+                continue
+            inputs[gone.key] = KeyInput(key=gone.key, base=gone.base, local=ABSENT, remote=None)
+        return inputs, deferred
+
+    async def _remote_deletes(
+        self, ctx: _Cycle, candidates: Sequence[RowState], inputs: dict[SyncKey, KeyInput]
+    ) -> dict[SyncKey, RowState]:
+        """Add the keys a full listing did not show to `inputs`; returns their states."""
+        if not candidates:
+            return {}
+        empty = len(ctx.seen_row_ids) == 0
+        if empty:
+            ctx.guard = GuardReport(
+                refused_local_deletes=len(candidates),
+                refused_remote_deletes=0,
+                known_rows=len(candidates),
+                reason=f"Coda listed no rows while {len(candidates)} are known: an empty "
+                "listing is never taken as deletes",
+            )
+        # The same share as the plan's guard (known row states), so that a delete the guard
+        # lets through has always been confirmed by a 404 first.
+        many = len(candidates) > reconcile.allowed_deletes(await self._delete_policy())
+        out: dict[SyncKey, RowState] = {}
+        for cand in candidates:
+            out[cand.key] = cand
+            prev = inputs.get(cand.key)
+            local = prev.local if prev else await self._read_local(ctx, cand)
+            remote: SideState
+            if empty:
+                remote = None  # no evidence of anything; local edits of these keys still go out
+            elif many:
+                # Too many to confirm one by one: the guard refuses the deletes (save the
+                # reads); a local edit or delete is planned as if Coda were unchanged.
+                remote = ABSENT if self._same_as_base(local, cand) else None
+            else:
+                remote = await self._confirm_gone(cand)  # None: still there, unchanged
+            inputs[cand.key] = KeyInput(key=cand.key, base=cand.base, local=local, remote=remote)
+        return out
+
+    def _same_as_base(self, local: SideState, s: RowState) -> bool:
+        return isinstance(local, Version) and self._writable(local.values) == self._writable(s.base)
+
+    async def _read_local(self, ctx: _Cycle, s: RowState) -> SideState:
+        async with self.store.connect() as conn:
+            row = (await self.bound.get_rows(conn, [s.key])).get(s.key)
+        return self._safe_local(ctx, row, s)
+
+    async def _delete_policy(self) -> Any:
+        async with self.store.connect() as conn:
+            known = await self.repo.count_row_states(conn, self.binding.name)
+        return self.settings.policy(self.binding, known_rows=max(known, 1))
+
+    def _safe_local(self, ctx: _Cycle, row: LocalRow | None, s: RowState) -> SideState:
+        try:
+            return self._local_side(ctx, row, s)
+        except _LocalRowBad:
+            return None
+
+    async def _confirm_gone(self, s: RowState) -> SideState:
+        """A row missing from a full scan is gone only if Coda says 404 for it by id."""
+        b = self.binding
+        try:
+            if s.coda_row_id is not None:
+                raw: RawRow | None = await self.client.get_row(b.doc_id, b.table_id, s.coda_row_id)
+            else:
+                raw = await self._find_by_key(s.key)
+            if raw is None:
+                return ABSENT
+        except CodaNotFound:
+            return ABSENT
+        except CodaBadRequest:
+            return None
+        values, errors = normalize.canon_row_from_coda(self._columns, raw.values)
+        if errors:
+            return None
+        updated = parse_coda_time(raw.updated_at)
+        if s.remote_updated_at is not None and updated <= s.remote_updated_at:
+            return None  # still there, unchanged
+        return Version(values, updated)
+
+    async def _find_by_key(self, key: str) -> RawRow | None:
+        b = self.binding
+        query = f'{b.coda_key_column}:"{key}"'
+        async for page in self.client.list_rows(
+            b.doc_id, b.table_id, query=query, value_format="rich"
+        ):
+            for raw in page.items:
+                return raw
+        return None
+
+    # ------------------------------------------------------------------ rechecks
+
+    async def _recheck_phase(self, ctx: _Cycle) -> None:
+        b = self.binding
+        async with self.store.connect() as conn:
+            keys = await self.repo.keys_to_recheck(conn, b.name)
+            states = await self.repo.get_row_states(conn, b.name, keys[:RECHECK_BUDGET])
+        ready = [
+            s
+            for s in states.values()
+            # No need to wait for the fence: the re-read below sends X-Coda-Doc-Version: latest,
+            # and Coda answers 400 rather than serve a stale snapshot ([C] API-FACTS §5).
+            if s.pending_mutation_id is None
+        ]
+        if not ready:
+            return
+        inputs: list[KeyInput] = []
+        seen: dict[SyncKey, tuple[str, datetime]] = {}
+        cleared: list[RowState] = []
+        for s in ready:
+            found = await self._recheck_one(ctx, s)
+            if found is None:
+                continue  # not now: stays marked for the next cycle
+            item, remote_seen = found
+            if remote_seen is not None:
+                seen[s.key] = remote_seen
+            ctx.stats.rechecked += 1
+            cleared.append(replace(s, recheck=False, fence_until=None))
+            inputs.append(item)
+        async with self.store.begin() as conn:
+            await self.repo.put_row_states(conn, cleared)
+        await self._apply(
+            ctx, inputs, {s.key: replace(s, recheck=False, fence_until=None) for s in cleared}, seen
+        )
+
+    async def _recheck_one(
+        self, ctx: _Cycle, s: RowState
+    ) -> tuple[KeyInput, tuple[str, datetime] | None] | None:
+        """Both sides of one deferred key, read now; None when it cannot be decided yet."""
+        b = self.binding
+        async with self.store.connect() as conn:
+            row = (await self.bound.get_rows(conn, [s.key])).get(s.key)
+        try:
+            local = self._local_side(ctx, row, s)
+        except _LocalRowBad:
+            return None  # the app's row is unreadable (quarantined): wait until it is fixed
+        try:
+            if s.coda_row_id is not None:
+                raw: RawRow | None = await self.client.get_row(
+                    b.doc_id, b.table_id, s.coda_row_id, latest=True
+                )
+            else:
+                raw = await self._find_by_key(s.key)
+        except CodaBadRequest:
+            return None  # snapshot still stale: next cycle
+        except CodaNotFound:
+            raw = None
+        if raw is None:  # not found: treat as unchanged; a full scan decides
+            return KeyInput(key=s.key, base=s.base, local=local, remote=None), None
+        values, errors = normalize.canon_row_from_coda(self._columns, raw.values)
+        if errors:
+            return None
+        updated = parse_coda_time(raw.updated_at)
+        remote = Version(values, updated)
+        return KeyInput(key=s.key, base=s.base, local=local, remote=remote), (raw.id, updated)
+
+    # ------------------------------------------------------------------ applying plans
+
+    def _policy(self, ctx: _Cycle) -> Any:
+        return self.settings.policy(self.binding, known_rows=max(len(ctx.seen_row_ids), 1))
+
+    async def _apply(
+        self,
+        ctx: _Cycle,
+        inputs: Sequence[KeyInput],
+        states: dict[SyncKey, RowState] | Any,
+        seen: dict[SyncKey, tuple[str, datetime]],
+        *,
+        new_keys: Sequence[tuple[SyncKey, RawRow]] = (),
+        deletes: bool = False,
+    ) -> None:
+        if not inputs:
+            return
+        policy = await self._delete_policy() if deletes else self._policy(ctx)
+        plan = reconcile.plan(inputs, policy)
+        self.crash("after-plan")
+        if plan.guard is not None:
+            ctx.guard = plan.guard
+            log.error(
+                "delete guard tripped: %s", plan.guard.reason, extra={"binding": self.binding.name}
+            )
+        by_key = {i.key: i for i in inputs}
+        if ctx.dry_run:
+            ctx.planned.extend(k for k in plan.keys if k.action is not Action.SKIP)
+            self._count(ctx, plan.keys)
+            return
+        local_only: list[KeyPlan] = []
+        for kp in plan.keys:
+            if kp.remote_write is not None:
+                st = states.get(kp.key)
+                row_id, at = seen.get(kp.key, (None, None))
+                ctx.outbox.append((kp, st, row_id, at))
+            elif kp.remote_delete:
+                local_only.append(kp)
+            else:
+                local_only.append(kp)
+        key_intents = {k for k, _ in new_keys}
+        async with self.store.begin() as conn:
+            await self._apply_local(ctx, conn, local_only, states, seen, by_key, key_intents)
+            for skey, raw in new_keys:
+                mid = await self.repo.create_mutation(
+                    conn,
+                    binding=self.binding.name,
+                    kind=MutationKind.KEY,
+                    at=ctx.now,
+                    row_count=1,
+                    payload={"key": str(skey), "row_id": raw.id},
+                )
+                cur = await self.repo.get_row_states(conn, self.binding.name, [skey])
+                if skey in cur:
+                    await self.repo.put_row_states(
+                        conn, [replace(cur[skey], pending_mutation_id=mid)]
+                    )
+                ctx.stats.keys_assigned += 1
+            self.crash("inside-local-transaction")
+        self.crash("after-local-commit")
+        self._count(ctx, plan.keys)
+        if len(ctx.outbox) >= self.settings.coda.upsert_batch_rows * 5:
+            await self._flush(ctx)
+
+    async def _apply_local(
+        self,
+        ctx: _Cycle,
+        conn: Any,
+        plans: Sequence[KeyPlan],
+        states: Any,
+        seen: dict[SyncKey, tuple[str, datetime]],
+        by_key: dict[SyncKey, KeyInput],
+        key_intents: set[SyncKey],
+    ) -> None:
+        b = self.binding
+        fx = _LocalEffects()
+        for kp in plans:
+            self._effects_of(ctx, fx, kp, states.get(kp.key), by_key[kp.key], seen)
+        if fx.writes:
+            await self.bound.upsert_rows(conn, fx.writes, updated_at=ctx.now)
+        if fx.local_deletes:
+            await self.bound.delete_rows(conn, fx.local_deletes)
+        if fx.soft:
+            await self.bound.soft_delete_rows(conn, fx.soft, ctx.now)
+        await self.repo.audit_deletes(conn, b.name, fx.audits, at=ctx.now)
+        await self.repo.journal_conflicts(conn, b.name, fx.conflicts, at=ctx.now)
+        await self.repo.put_row_states(conn, fx.put)
+        if fx.drop:
+            await self.repo.delete_row_states(conn, b.name, fx.drop)
+        if fx.clear_q:
+            await self.repo.quarantine_clear(conn, b.name, fx.clear_q)
+
+    def _sql_values(self, values: Values) -> dict[str, Any]:
+        return {c.local: normalize.to_sql(c, values.get(c.local)) for c in self._columns}
+
+    def _effects_of(
+        self,
+        ctx: _Cycle,
+        fx: _LocalEffects,
+        kp: KeyPlan,
+        st: RowState | None,
+        inp: KeyInput,
+        seen: dict[SyncKey, tuple[str, datetime]],
+    ) -> None:
+        """Local rows, audit entries and the row state one key's plan leaves behind."""
+        fx.conflicts.extend(kp.conflicts)
+        if kp.local_write is not None:
+            fx.writes.append((kp.key, self._sql_values(kp.local_write)))
+        old, row_id = (st.base, st.coda_row_id) if st is not None else (None, None)
+        if kp.local_delete:
+            fx.local_deletes.append(kp.key)
+            fx.audits.append(DeleteAudit(kp.key, "local", old, row_id))
+        if kp.soft_delete:
+            fx.soft.append(kp.key)
+            fx.audits.append(DeleteAudit(kp.key, "soft", old, row_id))
+        if kp.remote_delete:
+            fx.audits.append(DeleteAudit(kp.key, "remote", old, row_id))
+            ctx.deletes_out.append((kp.key, row_id or ""))
+            if st is not None:
+                fx.put.append(replace(st, pending_values=None))
+            return
+        if kp.new_base is None:  # DETACH keeps a tombstone; deletes and FORGET drop the key
+            if st is not None and kp.action is Action.DETACH:
+                fx.put.append(replace(st, detached=True))
+            elif st is not None:
+                fx.drop.append(kp.key)
+            return
+        if kp.action is Action.SKIP and st is not None and kp.local_write is None:
+            row_id, at = seen.get(kp.key, (st.coda_row_id, st.remote_updated_at))
+            if row_id != st.coda_row_id or (at and at != st.remote_updated_at):
+                fx.put.append(replace(st, coda_row_id=row_id, remote_updated_at=at))
+            if kp.key in ctx.quarantined and isinstance(inp.remote, Version):
+                fx.clear_q.append(kp.key)  # read clean again (a bad cell typed back): release
+            return
+        fx.put.append(self._synced_state(ctx, kp, kp.new_base, st, inp, seen))
+        fx.clear_q.append(kp.key)
+
+    def _synced_state(
+        self,
+        ctx: _Cycle,
+        kp: KeyPlan,
+        base: Values,
+        st: RowState | None,
+        inp: KeyInput,
+        seen: dict[SyncKey, tuple[str, datetime]],
+    ) -> RowState:
+        row_id, at = seen.get(kp.key, (None, None))
+        if kp.local_write is not None:
+            local_at: datetime | None = ctx.now
+        elif isinstance(inp.local, Version):
+            local_at = inp.local.updated_at
+        else:
+            local_at = st.local_updated_at if st else None
+        return RowState(
+            binding=self.binding.name,
+            key=kp.key,
+            base=base,
+            base_hash=normalize.row_hash(base, exclude=self._readonly),
+            synced_at=ctx.now,
+            coda_row_id=row_id or (st.coda_row_id if st else None),
+            remote_updated_at=at or (st.remote_updated_at if st else None),
+            local_updated_at=local_at,
+            recheck=False,
+            fence_until=None,
+        )
+
+    def _count(self, ctx: _Cycle, plans: Iterable[KeyPlan]) -> None:
+        s = ctx.stats
+        for kp in plans:
+            s.conflicts += len(kp.conflicts)
+            if kp.action is Action.MERGE:
+                s.merged += 1
+            if kp.action is Action.ADOPT:
+                s.adopted += 1
+            if kp.local_write is not None:
+                if kp.local_insert:
+                    s.pulled_inserts += 1
+                else:
+                    s.pulled_updates += 1
+            if kp.local_delete or kp.soft_delete:
+                s.pulled_deletes += 1
+            if kp.remote_write is not None:
+                if kp.remote_insert:
+                    s.pushed_inserts += 1
+                else:
+                    s.pushed_updates += 1
+            if kp.remote_delete:
+                s.pushed_deletes += 1
+
+    # ------------------------------------------------------------------ flushing writes
+
+    async def _flush(self, ctx: _Cycle) -> None:
+        """Record intents (with the keys' local effects) and send them, batch by batch."""
+        outbox, ctx.outbox = ctx.outbox, []
+        size = self.settings.coda.upsert_batch_rows
+        b = self.binding
+        for start in range(0, len(outbox), size):
+            chunk = outbox[start : start + size]
+            rows = [
+                OutgoingRow(kp.key, kp.remote_write or {}, kp.remote_insert, kp.new_base or {})
+                for kp, _, _, _ in chunk
+            ]
+            async with self.store.begin() as conn:
+                local_plans = [kp for kp, _, _, _ in chunk]
+                writes = [
+                    (
+                        kp.key,
+                        {
+                            c.local: normalize.to_sql(c, kp.local_write.get(c.local))
+                            for c in self._columns
+                        },
+                    )
+                    for kp in local_plans
+                    if kp.local_write is not None
+                ]
+                if writes:
+                    await self.bound.upsert_rows(conn, writes, updated_at=ctx.now)
+                await self.repo.journal_conflicts(
+                    conn, b.name, [c for kp in local_plans for c in kp.conflicts], at=ctx.now
+                )
+                states = {kp.key: st for kp, st, _, _ in chunk if st is not None}
+                remote_seen = {kp.key: (rid, at) for kp, _, rid, at in chunk}
+                mid = await self.writer.record_upserts(conn, rows, states, remote_seen=remote_seen)
+                await self.repo.quarantine_clear(conn, b.name, [r.key for r in rows])
+            self.crash("after-intent-commit")
+            await self.writer.send_upserts(mid, rows)
+        deletes, ctx.deletes_out = ctx.deletes_out, []
+        await self._flush_deletes(ctx, deletes)
+
+    async def _flush_deletes(self, ctx: _Cycle, deletes: Sequence[tuple[SyncKey, str]]) -> None:
+        b = self.binding
+        resolved: list[tuple[SyncKey, str]] = []
+        gone: list[SyncKey] = []
+        for key, row_id in deletes:
+            if row_id:
+                resolved.append((key, row_id))
+                continue
+            raw = await self._find_by_key(key)
+            if raw is None:
+                gone.append(key)
+            else:
+                resolved.append((key, raw.id))
+        if gone:
+            async with self.store.begin() as conn:
+                await self.repo.delete_row_states(conn, b.name, gone)
+        size = self.settings.coda.upsert_batch_rows
+        for start in range(0, len(resolved), size):
+            chunk = resolved[start : start + size]
+            async with self.store.begin() as conn:
+                mid = await self.repo.create_mutation(
+                    conn,
+                    binding=b.name,
+                    kind=MutationKind.DELETE,
+                    at=ctx.now,
+                    row_count=len(chunk),
+                    payload={"row_ids": [r for _, r in chunk]},
+                )
+                states = await self.repo.get_row_states(conn, b.name, [k for k, _ in chunk])
+                await self.repo.put_row_states(
+                    conn, [replace(s, pending_mutation_id=mid) for s in states.values()]
+                )
+            self.crash("after-intent-commit")
+            await self.writer.send_deletes(mid, [r for _, r in chunk])
+
+    # ------------------------------------------------------------------ saving
+
+    async def _save(self, ctx: _Cycle, bstate: BindingState | None) -> None:
+        if not ctx.listing_complete:
+            return
+        old_wm = bstate.local_watermark if bstate else None
+        watermark = old_wm
+        if ctx.local_high is not None and (old_wm is None or ctx.local_high > old_wm):
+            watermark = ctx.local_high
+        remote_wm = bstate.remote_watermark if bstate else None
+        if ctx.remote_high is not None and (remote_wm is None or ctx.remote_high > remote_wm):
+            remote_wm = ctx.remote_high
+        new = BindingState(
+            binding=self.binding.name,
+            updated_at=ctx.now,
+            sync_token=ctx.new_token,
+            remote_watermark=remote_wm,
+            local_watermark=watermark,
+            last_full_scan_at=ctx.now
+            if ctx.full_scan
+            else (bstate.last_full_scan_at if bstate else None),
+            last_local_full_scan_at=ctx.now
+            if ctx.full_scan
+            else (bstate.last_local_full_scan_at if bstate else None),
+            schema_fingerprint=bstate.schema_fingerprint if bstate else None,
+        )
+        self.crash("before-save-token")
+        async with self.store.begin() as conn:
+            await self.repo.save_binding_state(conn, new)
+
+
+class _LocalRowBad(Exception):
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(reason)
+        self.key = key
+        self.reason = reason

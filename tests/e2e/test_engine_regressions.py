@@ -1,0 +1,35 @@
+"""Regression tests for engine bugs found by reviews, the demo and the simulation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon.emulator import EmulatorConfig
+from tests.harness import world
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_person_edit_right_after_our_write_is_pulled_promptly(tmp_path: Path) -> None:
+    """A Coda edit landing just after our own write applied is pulled, not held by the fence.
+
+    Found by the demo at --speed 3: the edit was deferred behind the stale-read fence and only
+    re-read once the fence expired. The re-read uses X-Coda-Doc-Version: latest, which Coda
+    answers with 400 rather than stale data, so it can run as soon as the write is confirmed.
+    """
+    emu = EmulatorConfig(apply_delay_seconds=1.0, read_lag_seconds=0.5, rate_limit_enabled=False)
+    async with world(tmp_path, seed_rows=20, emulator=emu, clock_skew_seconds=1,
+                     interval_seconds=1.67) as w:
+        await w.converge(4)
+        key = sorted(w.coda_keys())[3]
+        await w.app_upsert(key, {"hours": 11.0})
+        await w.cycle(advance=1.67)
+        w.clock.advance(1.0)
+        w.emu.tick()
+        w.person_update(key, {"c-Hours0001": 12.5})
+        for _ in range(3):  # well inside the 60 s fence
+            await w.cycle(advance=1.67)
+        assert (await w.local_rows())[key]["hours"] == "12.5"
+        await w.assert_converged()
