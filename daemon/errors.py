@@ -17,6 +17,8 @@
     ├─ StoreError                  wraps sqlalchemy errors
     │  ├─ StoreSchemaError         the bound table does not match the mapping
     │  └─ LockHeldError            another process syncs this binding
+    │     └─ LeadershipLost        this process lost a binding's leader lock mid-cycle: stop
+    │                              writing at once (the scheduler stands by; no failure)
     ├─ RowError                    one row cannot be converted; it is quarantined, the cycle goes on
     └─ GuardTripped                a safety rail refused the cycle (mass delete, empty listing)
 
@@ -122,6 +124,15 @@ class StoreSchemaError(StoreError):
 
 class LockHeldError(StoreError):
     """Raised when another process already holds the sync lock of a binding."""
+
+
+class LeadershipLost(LockHeldError):
+    """Raised by the engine when the leader lock of its binding is gone (PostgreSQL).
+
+    Checked right before every Coda write batch and every local commit, so a process that
+    lost the lock sends and commits nothing more; the scheduler treats it as "not the leader
+    now" (standby), not as a failed cycle.
+    """
 
 
 class RowError(CodaSyncError):

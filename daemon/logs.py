@@ -35,15 +35,23 @@ class RedactSecrets(logging.Filter):
                     value = value.replace(s, "***")
         return value
 
+    def _clean_arg(self, value: Any) -> Any:
+        if value is None or isinstance(value, int | float):
+            return value
+        text = str(value)
+        cleaned = self._clean(text)
+        return value if cleaned == text else cleaned
+
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._secrets:
             return True
         record.msg = self._clean(str(record.msg)) if isinstance(record.msg, str) else record.msg
         if record.args:
+            # Only strings can carry a secret; numbers must stay numbers for %d and %.1f.
             if isinstance(record.args, dict):
-                record.args = {k: self._clean(str(v)) for k, v in record.args.items()}
+                record.args = {k: self._clean_arg(v) for k, v in record.args.items()}
             else:
-                record.args = tuple(self._clean(str(a)) for a in record.args)
+                record.args = tuple(self._clean_arg(a) for a in record.args)
         for key, value in list(record.__dict__.items()):
             if key not in _STD_ATTRS and isinstance(value, str):
                 record.__dict__[key] = self._clean(value)

@@ -121,6 +121,24 @@ class Metrics:
             ["class"],
             registry=registry,
         )
+        self.cycle_errors = Counter(
+            p + "cycle_errors_total",
+            "Failed cycles, by exception class name.",
+            ["binding", "error"],
+            registry=registry,
+        )
+        self.auth_failed = Gauge(
+            p + "auth_failed",
+            "1 while Coda refuses the binding's token (401/403); it retries at max backoff.",
+            ["binding"],
+            registry=registry,
+        )
+        self.consecutive_failures = Gauge(
+            p + "consecutive_failures",
+            "Failed cycles in a row (0 after a success).",
+            ["binding"],
+            registry=registry,
+        )
         self.triggers = Counter(
             p + "triggers_total",
             "Manual sync requests on the control port, by outcome.",
@@ -152,6 +170,8 @@ class Metrics:
         self.pending.labels(name)
         self.pending_age.labels(name)
         self.guard_trips.labels(name)
+        self.auth_failed.labels(name)
+        self.consecutive_failures.labels(name)
 
     def observe_request(self, cls: str, outcome: str, seconds: float) -> None:
         """Hook for the Coda client: one call per HTTP attempt."""
