@@ -1,7 +1,8 @@
 """One sync cycle of one binding: read both sides, plan (pure), apply, record.
 
     settle writes     poll open mutations (0 reads when none), resend lost ones
-    remote phase      incremental: GET rows?syncToken=T (1 read when idle)
+    remote phase      incremental: GET rows?syncToken=T (1 read when idle); rows older than
+                      the remote watermark - REMOTE_OVERLAP are skipped and end the paging
                       full scan (first run, every full_resync_seconds, on demand, token
                       refused): GET rows?sortBy=updatedAt, all pages; the token of the FIRST
                       page is kept, so rows edited during the scan come again next time
@@ -15,7 +16,8 @@
     rechecks          keys whose observation was deferred (a push was in flight) re-read by id
     flush             pushes: intent recorded with the key's local effects in ONE transaction,
                       then sent as keyed upserts in batches (see `writes`)
-    save              sync token + local watermark, only after everything above is durable
+    save              sync token + remote and local watermarks, only after everything above
+                      is durable
 
 A key with a pending write is skipped ("ours in flight"): a stale read cannot revert it.
 Remote reads older than the version already incorporated (`remote_updated_at`) are ignored.
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from daemon import normalize, reconcile
+from daemon import mutants, normalize, reconcile
 from daemon.clock import Clock
 from daemon.coda.client import CodaClient
 from daemon.coda.schema import RawRow
@@ -156,6 +158,8 @@ class _Cycle:
     new_token: str | None = None
     listing_complete: bool = False
     local_high: datetime | None = None
+    local_xid_mark: int | None = None
+    """PostgreSQL: the transaction-id mark taken before this cycle's local read."""
     remote_high: datetime | None = None
     """Newest Coda `updatedAt` listed in this cycle (the remote watermark, once durable)."""
     quarantined: set[str] = field(default_factory=set)
@@ -507,8 +511,15 @@ class Engine:
             since = bstate.local_watermark - timedelta(
                 seconds=self.settings.sync.local_overlap_seconds
             )
+            if mutants.on("no_overlap"):  # planted bug (tests only): watermark, no overlap
+                since = bstate.local_watermark
         async with self.store.connect() as conn:
-            async for batch in self.bound.iter_rows(conn, since=since, batch=LOCAL_BATCH):
+            # PostgreSQL: rows of every transaction at or after the saved mark (no overlap
+            # guess; BoundTable.xid_marks); SQLite: updated_at >= watermark - overlap
+            old_mark = bstate.local_xid_mark if bstate is not None and since is not None else None
+            ctx.local_xid_mark, since_xid = await self.bound.xid_marks(conn, old_mark)
+            rows = self.bound.iter_rows(conn, since=since, since_xid=since_xid, batch=LOCAL_BATCH)
+            async for batch in rows:
                 await self._ingest_local(ctx, batch)
 
     async def _ingest_local(self, ctx: _Cycle, batch: Sequence[LocalRow]) -> None:
@@ -642,7 +653,7 @@ class Engine:
         """Add the keys a full listing did not show to `inputs`; returns their states."""
         if not candidates:
             return {}
-        empty = len(ctx.seen_row_ids) == 0
+        empty = len(ctx.seen_row_ids) == 0 and not mutants.on("trust_empty_listing")
         if empty:
             ctx.guard = GuardReport(
                 refused_local_deletes=len(candidates),
@@ -692,6 +703,8 @@ class Engine:
 
     async def _confirm_gone(self, s: RowState) -> SideState:
         """A row missing from a full scan is gone only if Coda says 404 for it by id."""
+        if mutants.on("unconfirmed_delete"):  # planted bug (tests only): no confirming GET
+            return ABSENT
         b = self.binding
         try:
             if s.coda_row_id is not None:
@@ -806,6 +819,8 @@ class Engine:
         if not inputs:
             return
         policy = await self._delete_policy() if deletes else self._policy(ctx)
+        if mutants.on("no_skew_band"):  # planted bug (tests only): raw timestamps, no band
+            policy = replace(policy, clock_skew_seconds=0.0)
         plan = reconcile.plan(inputs, policy)
         self.crash("after-plan")
         if plan.guard is not None:
@@ -1077,6 +1092,7 @@ class Engine:
             if ctx.full_scan
             else (bstate.last_local_full_scan_at if bstate else None),
             schema_fingerprint=bstate.schema_fingerprint if bstate else None,
+            local_xid_mark=ctx.local_xid_mark,
         )
         self.crash("before-save-token")
         async with self.store.begin() as conn:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from daemon import normalize
+from daemon import mutants, normalize
 from daemon.clock import Clock
 from daemon.coda.client import CodaClient
 from daemon.config import Binding, Settings
@@ -113,7 +113,7 @@ class Writer:
                 self.binding.doc_id,
                 self.binding.table_id,
                 payload,
-                key_columns=[self.binding.coda_key_column],
+                key_columns=[] if mutants.on("plain_insert") else [self.binding.coda_key_column],
             )
         except CodaBadRequest as exc:
             if len(rows) > 1:
@@ -127,6 +127,8 @@ class Writer:
             await self.repo.mark_sent(
                 conn, mutation_id, request_id=result.request_id, at=self.clock.now()
             )
+            if mutants.on("confirm_on_202"):  # planted bug (tests only): synced on 202
+                await self._confirm(conn, self._mutation_stub(mutation_id, MutationKind.UPSERT))
         self.stats.sent_rows += len(rows)
         self.stats.sent_requests += 1
         self.crash("after-mark-sent")
@@ -251,8 +253,16 @@ class Writer:
         grace = timedelta(seconds=30)
         still_open = 0
         polled = 0
+        keys_left = self.settings.sync.key_writeback_per_cycle or len(open_)
         for m in open_:
             if m.state is MutationState.INTENT:
+                if m.kind is MutationKind.KEY:
+                    # Key write-backs (one PUT per row people created) are budgeted per cycle,
+                    # so a burst of new rows cannot hold the write budget for minutes.
+                    if keys_left <= 0:
+                        still_open += 1
+                        continue
+                    keys_left -= 1
                 await self.resend(m)
                 still_open += 1
                 continue
@@ -291,11 +301,7 @@ class Writer:
         now = self.clock.now()
         fence = now + timedelta(seconds=self.settings.sync.stale_window_seconds)
         await self.repo.mark_confirmed(conn, [m.id], at=now)
-        states = [
-            s
-            for s in await self.repo.pending_row_states(conn, self.binding.name)
-            if s.pending_mutation_id == m.id
-        ]
+        states = await self.repo.row_states_pending_on(conn, self.binding.name, m.id)
         if m.kind is MutationKind.DELETE:
             await self.repo.delete_row_states(conn, self.binding.name, [s.key for s in states])
         elif m.kind is MutationKind.KEY:

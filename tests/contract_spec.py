@@ -50,7 +50,17 @@ from jsonschema import Draft4Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-REFERENCE_DIR = Path(os.environ.get("CODA_REFERENCE_DIR", "/work/shared/coda"))
+
+def _reference_dir() -> Path:
+    """$CODA_REFERENCE_DIR, else `shared/coda` beside the checkout (as CI lays it out), else
+    the workplace's copy."""
+    if "CODA_REFERENCE_DIR" in os.environ:
+        return Path(os.environ["CODA_REFERENCE_DIR"])
+    beside = Path(__file__).resolve().parents[2] / "shared" / "coda"
+    return beside if beside.is_dir() else Path("/work/shared/coda")
+
+
+REFERENCE_DIR = _reference_dir()
 SPEC_PATH = REFERENCE_DIR / "openapi-1.4.17.yaml"
 RECORDED_DIR = REFERENCE_DIR / "recorded"
 SPEC_URI = "urn:coda-openapi-1.4.17"

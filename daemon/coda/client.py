@@ -33,7 +33,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 
-from daemon import backoff
+from daemon import backoff, mutants
 from daemon.clock import Clock
 from daemon.coda import schema
 from daemon.coda.pacing import RateLimiter, limit_class
@@ -370,7 +370,9 @@ class CodaClient:
                 base=self.settings.backoff_base_seconds,
                 cap=self.settings.backoff_cap_seconds,
                 rng=self._rng,
-                retry_after_seconds=failure.retry_after_seconds,
+                retry_after_seconds=None
+                if mutants.on("ignore_retry_after")  # planted bug (tests only)
+                else failure.retry_after_seconds,
             )
             elapsed = self._clock.monotonic() - first_try_at
             if not failure.retryable or not self._budget.allows(

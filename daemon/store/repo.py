@@ -156,6 +156,7 @@ class StateRepo(JournalOps):
             "last_local_full_scan_at": state.last_local_full_scan_at,
             "schema_fingerprint": state.schema_fingerprint,
             "updated_at": state.updated_at,
+            "local_xid_mark": state.local_xid_mark,
         }
         stmt = upsert(conn, _BINDING).values(params)
         stmt = stmt.on_conflict_do_update(
@@ -243,6 +244,18 @@ class StateRepo(JournalOps):
         stmt = (
             sa.select(_ROW)
             .where(_ROW.c.binding == binding, _ROW.c.pending_mutation_id.is_not(None))
+            .order_by(_ROW.c.sync_key)
+        )
+        return [_row_state(r) for r in await conn.execute(stmt)]
+
+    @wrap_errors("reading the row states of a mutation")
+    async def row_states_pending_on(
+        self, conn: AsyncConnection, binding: str, mutation_id: int
+    ) -> list[RowState]:
+        """Row states waiting on one mutation (indexed: confirming is O(rows of that write))."""
+        stmt = (
+            sa.select(_ROW)
+            .where(_ROW.c.binding == binding, _ROW.c.pending_mutation_id == mutation_id)
             .order_by(_ROW.c.sync_key)
         )
         return [_row_state(r) for r in await conn.execute(stmt)]
