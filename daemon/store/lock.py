@@ -149,6 +149,8 @@ class PgLeader:
                     "tcp_keepalives_idle": str(idle),
                     "tcp_keepalives_interval": str(interval),
                     "tcp_keepalives_count": "3",
+                    # keepalives do not apply while a reply is unacknowledged: bound that too
+                    "tcp_user_timeout": str(int(lease_seconds * 2000 / 3)),
                 },
             },
         )

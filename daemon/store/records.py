@@ -74,6 +74,8 @@ class BindingState:
     last_full_scan_at: datetime | None = None
     last_local_full_scan_at: datetime | None = None
     schema_fingerprint: str | None = None
+    local_xid_mark: int | None = None
+    """PostgreSQL: the transaction-id mark of the local change feed (see BoundTable)."""
 
 
 @dataclass(frozen=True, slots=True)

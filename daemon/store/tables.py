@@ -59,6 +59,9 @@ class BindingStateRow(StateBase):
     last_local_full_scan_at: Mapped[datetime | None]
     schema_fingerprint: Mapped[str | None] = mapped_column(sa.String(128))
     updated_at: Mapped[datetime]
+    local_xid_mark: Mapped[int | None] = mapped_column(sa.BigInteger)
+    """PostgreSQL: pg_snapshot_xmin when the last local read began (the next one reads every
+    row whose xmin is at or after it); NULL on SQLite."""
 
 
 class MutationRow(StateBase):

@@ -69,7 +69,7 @@ async def test_migrated_schema_matches_models(store: Store) -> None:
     """Alembic's migrated schema equals tables.py's metadata (no autogenerate diffs)."""
     async with store.connect() as conn:
         assert await conn.run_sync(_diffs) == []
-    assert await store.current_revision() == "0001"
+    assert await store.current_revision() == "0002"
 
 
 async def test_migrations_twice_are_a_no_op(db_url: str) -> None:  # noqa: F811
@@ -84,7 +84,7 @@ async def test_migrations_twice_are_a_no_op(db_url: str) -> None:  # noqa: F811
         async with second.connect() as conn:
             assert await conn.run_sync(_diffs) == []
             versions = (await conn.execute(sa.text(f"SELECT * FROM {VERSION_TABLE}"))).all()
-            assert [tuple(v) for v in versions] == [("0001",)]
+            assert [tuple(v) for v in versions] == [("0002",)]
             assert await repo.get_binding_state(conn, "b") is not None
     finally:
         await second.close()
@@ -103,7 +103,7 @@ async def test_concurrent_first_starts_migrate_once(db_url: str) -> None:  # noq
             tg.start_soon(start)
         async with stores[0].connect() as conn:
             versions = (await conn.execute(sa.text(f"SELECT * FROM {VERSION_TABLE}"))).all()
-            assert [tuple(v) for v in versions] == [("0001",)]
+            assert [tuple(v) for v in versions] == [("0002",)]
             assert await conn.run_sync(_diffs) == []
     finally:
         for store in stores:
@@ -133,7 +133,7 @@ async def test_application_alembic_version_is_left_alone(db_url: str) -> None:  
         async with store.connect() as conn:
             rows = (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).all()
         assert [r[0] for r in rows] == ["app_rev_42"]
-        assert await store.current_revision() == "0001"
+        assert await store.current_revision() == "0002"
     finally:
         await store.close()
 
