@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/coda-sync demo
 
-## test: lint, type-check, every Python test (PostgreSQL ones when CODA_SYNC_TEST_PG_URL is set), Pack tests
-test: lint test-python test-pack
+## test: lint, type-check, Pack tests (npm ci first: the Python e2e suite drives the Pack too),
+## then every Python test (PostgreSQL ones when CODA_SYNC_TEST_PG_URL is set)
+test: lint test-pack test-python
 
 test-python: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider

@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +32,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from daemon import config as config_mod
 from daemon.store.bound import BoundTable
 from daemon.store.db import open_store
-from tests.harness import EXAMPLE_CONFIG, REPO, sample_local_values
+from tests.harness import sample_local_values
+from tests.processes import Proc, example_config, wait_until
 
 API_TOKEN = "e2e-coda-token"
 TRIGGER_TOKEN = "e2e-trigger-token"
@@ -46,65 +43,12 @@ SEED_ROWS = 50
 STOP_GRACE_SECONDS = 1.0
 
 
-class Proc:
-    """A child process whose stdout and stderr lines are collected by reader threads."""
-
-    def __init__(self, args: list[str], *, env: dict[str, str] | None = None) -> None:
-        self.args = args
-        self.lines: list[str] = []
-        self._lock = threading.Lock()
-        self.popen = subprocess.Popen(
-            args,
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for stream in (self.popen.stdout, self.popen.stderr):
-            threading.Thread(target=self._read, args=(stream,), daemon=True).start()
-
-    def _read(self, stream: Any) -> None:
-        for line in stream:
-            with self._lock:
-                self.lines.append(line.rstrip("\n"))
-
-    def wait_line(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        regex = re.compile(pattern)
-        while time.monotonic() < deadline:
-            with self._lock:
-                for line in self.lines:
-                    if found := regex.search(line):
-                        return found
-            if self.popen.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"no line matching {pattern!r} from {self.args}:\n{self.output()}")
-
-    def output(self) -> str:
-        with self._lock:
-            return "\n".join(self.lines[-60:])
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-        self.popen.wait(timeout=10)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.05)
-
-
 class World:
     """The emulator process, the config, and daemon processes started from it."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *, interval_seconds: float = 2) -> None:
         self.tmp_path = tmp_path
+        self.interval_seconds = interval_seconds
         self.procs: list[Proc] = []
         emulator = self.spawn(
             [
@@ -139,22 +83,20 @@ class World:
         self.control: httpx.Client | None = None
 
     def _config_text(self) -> str:
-        text = EXAMPLE_CONFIG.read_text(encoding="utf-8")
-        edits = {
-            'api_base_url = "https://coda.io/apis/v1"': f'api_base_url = "{self.api_url}"',
-            "interval_seconds = 30": f"interval_seconds = 2\nstop_grace_seconds = "
-            f"{STOP_GRACE_SECONDS}",
-            "port = 8787": "port = 0",
-            "# trigger_token_env": "trigger_token_env",
-            'format = "auto"': 'format = "json"',
-        }
-        for old, new in edits.items():
-            assert old in text, f"the example config changed: {old!r} not found"
-            text = text.replace(old, new, 1)
-        return text
+        return example_config(
+            {
+                'api_base_url = "https://coda.io/apis/v1"': f'api_base_url = "{self.api_url}"',
+                "interval_seconds = 30": f"interval_seconds = {self.interval_seconds}\n"
+                f"stop_grace_seconds = "
+                f"{STOP_GRACE_SECONDS}",
+                "port = 8787": "port = 0",
+                "# trigger_token_env": "trigger_token_env",
+                'format = "auto"': 'format = "json"',
+            }
+        )
 
     def spawn(self, args: list[str], env: dict[str, str] | None = None) -> Proc:
-        proc = Proc([sys.executable, "-m", "daemon", *args], env=env)
+        proc = Proc.coda_sync(*args, env=env)
         self.procs.append(proc)
         return proc
 

@@ -22,14 +22,12 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +41,8 @@ from daemon import config as config_mod
 from daemon.emulator import DEFAULT_TOKEN
 from daemon.store.bound import BoundTable
 from daemon.store.db import Store, open_store
-from tests.harness import EXAMPLE_CONFIG, REPO, sample_local_values
+from tests.harness import sample_local_values
+from tests.processes import Proc, example_config, wait_until
 
 HA_SECONDS = float(os.environ.get("CODA_SYNC_HA_SECONDS", "120"))
 LEASE_SECONDS = 9.0
@@ -66,46 +65,6 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
-class Proc:
-    """A child process whose output lines are collected by reader threads."""
-
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.args = args
-        self.lines: list[str] = []
-        self._lock = threading.Lock()
-        self.popen = subprocess.Popen(
-            args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for stream in (self.popen.stdout, self.popen.stderr):
-            threading.Thread(target=self._read, args=(stream,), daemon=True).start()
-
-    def _read(self, stream: Any) -> None:
-        for line in stream:
-            with self._lock:
-                self.lines.append(line.rstrip("\n"))
-
-    def wait_line(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
-        deadline, regex = time.monotonic() + timeout, re.compile(pattern)
-        while time.monotonic() < deadline:
-            with self._lock:
-                for line in self.lines:
-                    if found := regex.search(line):
-                        return found
-            if self.popen.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"no line matching {pattern!r} from {self.args}:\n{self.output()}")
-
-    def output(self, last: int = 60) -> str:
-        with self._lock:
-            return "\n".join(self.lines[-last:])
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-        self.popen.wait(timeout=10)
-
-
 class Instance:
     """One `coda-sync run` process with its own API token."""
 
@@ -119,7 +78,7 @@ class Instance:
 
     def start(self) -> None:
         env = {**os.environ, "CODA_API_TOKEN": self.token}
-        self.proc = Proc([sys.executable, "-m", "daemon", "run", "--config", str(self.config)], env)
+        self.proc = Proc.coda_sync("run", "--config", str(self.config), env=env)
         url = self.proc.wait_line(r"control port listening on (http://\S+)").group(1)
         if self.control is not None:
             self.control.close()
@@ -160,14 +119,6 @@ class Instance:
             self.control.close()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
-
-
 class HaWorld:
     """The emulator process, the PostgreSQL database, two instances, and the edits."""
 
@@ -206,20 +157,17 @@ class HaWorld:
         self.edits = 0
 
     def _config_text(self, api_url: str) -> str:
-        text = EXAMPLE_CONFIG.read_text(encoding="utf-8")
-        edits = {
-            'api_base_url = "https://coda.io/apis/v1"': f'api_base_url = "{api_url}"',
-            'url = "sqlite+aiosqlite:///coda-sync.db"': f'url = "{self.pg_url}"\n'
-            f"lease_seconds = {LEASE_SECONDS}",
-            "interval_seconds = 30": "interval_seconds = 2\nstop_grace_seconds = 2",
-            "full_resync_seconds = 3600": "full_resync_seconds = 20",
-            "port = 8787": "port = 0",
-            'format = "auto"': 'format = "json"',
-        }
-        for old, new in edits.items():
-            assert old in text, f"the example config changed: {old!r} not found"
-            text = text.replace(old, new, 1)
-        return text
+        return example_config(
+            {
+                'api_base_url = "https://coda.io/apis/v1"': f'api_base_url = "{api_url}"',
+                'url = "sqlite+aiosqlite:///coda-sync.db"': f'url = "{self.pg_url}"\n'
+                f"lease_seconds = {LEASE_SECONDS}",
+                "interval_seconds = 30": "interval_seconds = 2\nstop_grace_seconds = 2",
+                "full_resync_seconds = 3600": "full_resync_seconds = 20",
+                "port = 8787": "port = 0",
+                'format = "auto"': 'format = "json"',
+            }
+        )
 
     def close(self) -> None:
         for instance in self.instances.values():
