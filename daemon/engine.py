@@ -570,8 +570,16 @@ class Engine:
             # A Coda observation of this key is waiting: the recheck phase reads Coda again
             # and merges; planning with "Coda unchanged" here would drop that edit.
             return None
-        if not ctx.full_scan and state is not None and state.local_updated_at == row.updated_at:
-            return _CLEAN  # the version we last synced (our own pull): re-read by the overlap
+        if (
+            not ctx.full_scan
+            and state is not None
+            and state.local_updated_at == row.updated_at
+            and state.local_updated_at == state.synced_at
+        ):
+            # The version the daemon itself wrote (a pull stamps both with the cycle's time),
+            # re-read only because of the overlap window. Rows the app wrote are always
+            # compared: a second app edit may carry the same (coarse) updated_at.
+            return _CLEAN
         try:
             local = self._local_side(ctx, row, state)
         except _LocalRowBad as exc:

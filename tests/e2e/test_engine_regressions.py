@@ -51,3 +51,22 @@ async def test_key_write_back_is_budgeted_per_cycle(tmp_path: Path) -> None:
         coda = w.coda_rows()
         assert len(coda) == 120 and all("-" in k for k in coda)  # every row has a uuid key
         await w.assert_converged()
+
+
+async def test_second_app_edit_with_the_same_coarse_updated_at_is_pushed(tmp_path: Path) -> None:
+    """An app stamping updated_at in whole seconds may give two edits the same stamp: the
+    second one is still pushed by the next incremental cycle (found by bench/)."""
+    async with world(tmp_path, seed_rows=10) as w:
+        await w.converge(3)
+        key = sorted(w.coda_keys())[0]
+        stamp = w.clock.now().replace(microsecond=0)
+        bound = w.engine.bound
+        for comment in ("first", "second"):
+            async with w.store.begin() as conn:
+                row = (await bound.get_rows(conn, [key]))[key]
+                await bound.upsert_rows(
+                    conn, [(key, {**row.values, "comment": comment})], updated_at=stamp
+                )
+            await w.converge(3)
+        assert w.coda_rows()[key]["comment"] == "second"
+        await w.assert_converged()
