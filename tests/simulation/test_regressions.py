@@ -1,0 +1,216 @@
+"""Engine bugs the simulation found, as shrunk, deterministic scenarios.
+
+Each test is `xfail(strict=True)`: it fails today because of the bug named in its reason, and
+starts to XPASS (which fails the suite) once the engine is fixed; then remove its marker and
+the matching entry of `invariants.KNOWN_BUGS`, so the random seeds report that class again.
+Run one with `-rxX -s` to see the violations it produces.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from tests.simulation.invariants import KNOWN_BUGS
+from tests.simulation.runner import run_scenario
+from tests.simulation.schedule import (
+    AppDelete,
+    AppEdit,
+    Crash,
+    Cycle,
+    EmptyFullListing,
+    Lag,
+    PersonDelete,
+    PersonEdit,
+    Scenario,
+    SimParams,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def _assert_clean(scenario: Scenario, tag: str) -> None:
+    result = await run_scenario(scenario)
+    for v in result.violations:
+        print(v)
+    assert not result.violations, f"{tag}: {KNOWN_BUGS[tag]}"
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["partial-upsert-recreates-deleted-row"])
+async def test_push_to_a_row_deleted_in_coda_does_not_blank_the_other_columns() -> None:
+    """Seed 6, shrunk: the app edits three columns of a row, a person deletes that row in
+    Coda; the engine's keyed upsert of the three columns re-creates the row with only them,
+    then the blank columns are pulled over the SQL row (employee, e-mail, role, tags...)."""
+    params = SimParams(
+        coda_rows=23,
+        local_rows=5,
+        page_size=10,
+        upsert_batch_rows=5,
+        apply_delay=3.0,
+        apply_jitter=2.0,
+        read_lag=1.0,
+        skew=-12.0,
+        max_delete_share=0.5,
+        retry_after_header=True,
+    )
+    steps = (
+        Cycle(dt=1.0),
+        AppEdit(
+            27218,
+            (("hours", 508.5), ("comment", "c6.8"), ("activity_date", datetime.date(2024, 6, 8))),
+        ),
+        Crash(point="after-local-commit", nth=1),
+        Cycle(dt=1.0),
+        PersonDelete(950378),
+    )
+    await _assert_clean(Scenario(6, params, steps), "partial-upsert-recreates-deleted-row")
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["stale-intent-replay"])
+async def test_intent_resent_after_a_crash_does_not_overwrite_a_later_coda_edit() -> None:
+    """The app edits a comment; the engine records the push and crashes before sending it;
+    while it is down a person edits the same comment in Coda (later, and visible); after the
+    restart the stored upsert is resent as is: the person's edit is gone, no journal entry."""
+    params = SimParams(coda_rows=10, local_rows=0, read_lag=1.0, apply_delay=3.0)
+    steps = (
+        Cycle(dt=5.0),
+        AppEdit(3, (("comment", "app, before the crash"),)),
+        Crash(point="before-send", nth=1),
+        Cycle(dt=30.0),
+        PersonEdit(3, (("comment", "person, while the daemon was down"),)),
+    )
+    await _assert_clean(Scenario(11, params, steps), "stale-intent-replay")
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["stale-intent-replay"])
+async def test_delete_resent_after_a_crash_does_not_delete_a_later_coda_edit() -> None:
+    """Seed 795, shrunk: a delete intent resent after a crash deletes a row a person edited
+    in Coda after the app's delete (edit beats delete)."""
+    params = SimParams(
+        coda_rows=26,
+        local_rows=7,
+        page_size=10,
+        upsert_batch_rows=100,
+        apply_delay=20.0,
+        read_lag=8.0,
+        lag_jitter=2.0,
+        skew=1.0,
+        tie_break="local",
+        full_resync_seconds=900.0,
+        max_delete_share=1.0,
+    )
+    steps = (
+        Cycle(dt=30.0),
+        Crash(point="before-send", nth=2),
+        AppEdit(448882, (("hours", 307.0),)),
+        AppDelete(539126),
+        Cycle(dt=30.0),
+        PersonEdit(277040, (("hours", 107.5),)),
+    )
+    await _assert_clean(Scenario(795, params, steps), "stale-intent-replay")
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["stale-find-by-key"])
+async def test_deleting_a_just_pushed_row_deletes_it_in_coda() -> None:
+    """Seed 74, shrunk: the app deletes a row whose insert the engine pushed one cycle ago;
+    with the read snapshot lagging, the key query finds nothing, the key is forgotten, the
+    Coda row stays and is pulled back into SQL (resurrection)."""
+    params = SimParams(
+        coda_rows=19,
+        local_rows=4,
+        apply_delay=1.0,
+        apply_jitter=8.0,
+        read_lag=8.0,
+        lag_jitter=6.0,
+        skew=-3.0,
+        tie_break="local",
+        full_resync_seconds=300.0,
+    )
+    steps = (Cycle(dt=30.0), AppDelete(546442), Cycle(dt=5.0))
+    await _assert_clean(Scenario(74, params, steps), "stale-find-by-key")
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["stale-find-by-key"])
+async def test_full_scan_does_not_delete_a_row_it_just_inserted() -> None:
+    """Seed 551, shrunk: no edits at all. A local row is pushed; its echo is not visible yet
+    (read lag 8 s) when a full scan runs; the key query on the lagging snapshot says "not
+    found" and the engine deletes the SQL row (audited), to pull it back a cycle later."""
+    params = SimParams(
+        coda_rows=24,
+        local_rows=1,
+        page_size=10,
+        upsert_batch_rows=2,
+        apply_delay=1.0,
+        apply_jitter=2.0,
+        read_lag=8.0,
+        skew=-4.5,
+        tie_break="local",
+        max_delete_share=0.2,
+    )
+    steps = (Cycle(dt=30.0, full=True), Cycle(dt=1.0), Cycle(dt=1.0), Cycle(dt=5.0, full=True))
+    await _assert_clean(Scenario(551, params, steps), "stale-find-by-key")
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["own-delete-stale-read"])
+async def test_row_deleted_by_the_engine_is_not_pulled_back_from_a_stale_read() -> None:
+    """Seed 24, shrunk: read lag 45 s; the app deletes a row, the engine deletes it in Coda
+    and confirms; the next incremental listing (snapshot from before the delete) still shows
+    the row and the engine re-inserts it into SQL until the next full scan."""
+    params = SimParams(
+        coda_rows=19,
+        local_rows=2,
+        page_size=5,
+        upsert_batch_rows=5,
+        apply_delay=3.0,
+        apply_jitter=8.0,
+        read_lag=1.0,
+        lag_jitter=2.0,
+        max_delete_share=0.2,
+        retry_after_header=True,
+    )
+    steps = (
+        Lag(seconds=45.0),
+        PersonEdit(469647, (("comment", "c24.1"),)),
+        Cycle(dt=30.0),
+        AppDelete(94086),
+        Cycle(dt=1.0),
+        Cycle(dt=30.0),
+    )
+    await _assert_clean(Scenario(24, params, steps), "own-delete-stale-read")
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["empty-listing-breaker"])
+async def test_empty_full_listing_does_not_overwrite_an_unseen_coda_edit() -> None:
+    """Seed 46, shrunk: a person and the app edit the same comment; the next full listing
+    comes back empty. The breaker refuses deletes, but the local edit is still pushed over
+    the person's (unseen) edit, and nothing is journaled."""
+    params = SimParams(
+        coda_rows=21,
+        local_rows=6,
+        page_size=10,
+        read_lag=3.0,
+        lag_jitter=2.0,
+        skew=-12.0,
+        tie_break="local",
+        max_delete_share=0.2,
+    )
+    steps = (
+        Cycle(dt=30.0),
+        Cycle(dt=90.0),
+        PersonEdit(384545, (("comment", "c46.1"),)),
+        AppEdit(384545, (("comment", "c46.2"),)),
+        EmptyFullListing(dt=30.0),
+    )
+    await _assert_clean(Scenario(46, params, steps), "empty-listing-breaker")
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["empty-listing-breaker"])
+async def test_empty_full_listing_trips_the_breaker_without_delete_candidates() -> None:
+    """Seed 737, shrunk: the only known key is still fenced (just pushed) when the full
+    listing comes back empty: no delete candidate, so the breaker does not trip at all."""
+    params = SimParams(
+        coda_rows=8, local_rows=1, read_lag=8.0, skew=-4.5, full_resync_seconds=300.0
+    )
+    steps = (EmptyFullListing(dt=30.0), EmptyFullListing(dt=30.0))
+    await _assert_clean(Scenario(737, params, steps), "empty-listing-breaker")
