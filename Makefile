@@ -27,7 +27,7 @@ test-python: $(STAMP)
 
 test-pack:
 	@if command -v npm >/dev/null 2>&1; then \
-	  cd $(PACK) && npm ci --no-audit --no-fund --loglevel=error && npm test; \
+	  cd $(PACK) && npm ci --no-audit --no-fund --loglevel=error && npm test && npm run --silent build; \
 	else echo "npm not found: skipping the Coda Pack tests (install Node.js 20)"; fi
 
 lint: $(STAMP)
