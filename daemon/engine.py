@@ -1016,13 +1016,7 @@ class Engine:
             async with self.store.begin() as conn:
                 local_plans = [kp for kp, _, _, _ in chunk]
                 writes = [
-                    (
-                        kp.key,
-                        {
-                            c.local: normalize.to_sql(c, kp.local_write.get(c.local))
-                            for c in self._columns
-                        },
-                    )
+                    (kp.key, self._sql_values(kp.local_write))
                     for kp in local_plans
                     if kp.local_write is not None
                 ]
