@@ -51,9 +51,11 @@ from daemon.model import (
     ABSENT,
     Action,
     Conflict,
+    ConflictRule,
     GuardReport,
     KeyInput,
     KeyPlan,
+    Side,
     SideState,
     SyncKey,
     Values,
@@ -70,7 +72,7 @@ from daemon.store.repo import (
     RowState,
     StateRepo,
 )
-from daemon.writes import OutgoingRow, Writer
+from daemon.writes import OutgoingRow, Writer, tombstone
 
 log = logging.getLogger(__name__)
 
@@ -242,16 +244,20 @@ class Engine:
         ctx = _Cycle(full_scan=full_scan, dry_run=dry_run, now=started)
         ctx.quarantined = {q.item.ref for q in quarantined}
         if not dry_run:
+            if full_scan:
+                async with self.store.begin() as conn:
+                    await self.repo.drop_expired_tombstones(conn, self.binding.name, started)
             await self.writer.settle()
         await self._remote_phase(ctx, bstate)
         self.crash("after-remote-list")
-        await self._local_phase(ctx, bstate)
-        self.crash("after-local-list")
-        await self._delete_phase(ctx)
-        if not dry_run:
-            await self._recheck_phase(ctx)
-            await self._flush(ctx)
-            await self._save(ctx, bstate)
+        if not await self._empty_listing_breaker(ctx):
+            await self._local_phase(ctx, bstate)
+            self.crash("after-local-list")
+            await self._delete_phase(ctx)
+            if not dry_run:
+                await self._recheck_phase(ctx)
+                await self._flush(ctx)
+                await self._save(ctx, bstate)
         async with self.store.connect() as conn:
             pending = len(await self.repo.list_open_mutations(conn, self.binding.name))
         return CycleResult(
@@ -267,6 +273,35 @@ class Engine:
             dry_run=dry_run,
             planned=tuple(ctx.planned),
         )
+
+    async def _empty_listing_breaker(self, ctx: _Cycle) -> bool:
+        """A full listing with no rows while rows are known: trust nothing this cycle.
+
+        Coda (or a proxy) answering an empty page is far likelier than a person deleting
+        the whole table, and the listing is this cycle's only view of Coda: deleting on it
+        would wipe SQL, and pushing on it would overwrite Coda edits we could not see. So the
+        cycle stops here: no local phase, no writes, no new sync token or watermark. It
+        trips again every cycle until Coda lists rows (or an operator empties the state).
+        """
+        if not (ctx.full_scan and ctx.listing_complete) or ctx.seen_row_ids:
+            return False
+        if mutants.on("trust_empty_listing"):  # planted bug (tests only): believe it
+            return False
+        async with self.store.connect() as conn:
+            known = await self.repo.count_row_states(conn, self.binding.name)
+        if not known:
+            return False  # a first sync of an empty table, or every key already gone
+        ctx.guard = GuardReport(
+            refused_local_deletes=known,
+            refused_remote_deletes=0,
+            known_rows=known,
+            reason=f"Coda listed no rows while {known} are known: an empty listing is never "
+            "taken as deletes, and nothing is pushed until Coda lists rows again",
+        )
+        log.error(
+            "empty-listing breaker: %s", ctx.guard.reason, extra={"binding": self.binding.name}
+        )
+        return True
 
     def _full_due(self, bstate: BindingState | None, now: datetime) -> bool:
         if bstate is None or not bstate.sync_token or bstate.last_full_scan_at is None:
@@ -350,14 +385,39 @@ class Engine:
             states = await self.repo.get_row_states(conn, b.name, keys)
             local_rows = await self.bound.get_rows(conn, keys)
         observations, new_keys = self._observe(parsed, by_row, states, bad)
+        moved = await self._moved_rows(observations, states)
         inputs: list[KeyInput] = []
         seen: dict[SyncKey, tuple[str, datetime]] = {}
         changed: list[RowState] = []  # deferred (recheck) and echoed states
+        revived: list[Conflict] = []
         for skey, (raw, values) in observations.items():
             updated = parse_coda_time(raw.updated_at)
-            seen[skey] = (raw.id, updated)
             ctx.handled.add(skey)
             state = states.get(skey)
+            fate = moved.get(skey)
+            if fate == "undecided":
+                continue  # listed again within REMOTE_OVERLAP: decided next cycle
+            if fate == "duplicate":
+                assert state is not None
+                reason = f"duplicate sync key {skey!r} (also row {state.coda_row_id})"
+                bad.append(QuarantineItem("remote", raw.id, reason))
+                continue
+            seen[skey] = (raw.id, updated)
+            if fate == "recreated":
+                assert state is not None
+                log.warning(
+                    "Coda row %s of key %s was deleted and the key re-created on row %s: "
+                    "restoring its other columns (edit beats delete, journaled)",
+                    state.coda_row_id,
+                    skey,
+                    raw.id,
+                    extra={"binding": b.name},
+                )
+                state = states[skey] = self._recreated_state(state, raw.id, values)
+                rule = ConflictRule.EDIT_BEATS_DELETE
+                revived.append(
+                    Conflict(skey, None, None, None, None, Side.LOCAL, rule, None, updated)
+                )
             verdict = self._judge_remote(ctx, state, values, updated)
             if verdict == "ignore":
                 continue
@@ -386,11 +446,62 @@ class Engine:
                 KeyInput(key=skey, base=base, local=local, remote=Version(values, updated))
             )
         ctx.stats.quarantined += len(bad)
-        if (bad or changed) and not ctx.dry_run:
+        ctx.stats.conflicts += len(revived)
+        if (bad or changed or revived) and not ctx.dry_run:
             async with self.store.begin() as conn:
                 await self.repo.quarantine_put(conn, b.name, bad, at=ctx.now)
                 await self.repo.put_row_states(conn, changed)
+                await self.repo.journal_conflicts(conn, b.name, revived, at=ctx.now)
         await self._apply(ctx, inputs, states, seen, new_keys=new_keys)
+
+    async def _moved_rows(
+        self,
+        observations: dict[SyncKey, tuple[RawRow, dict[str, Any]]],
+        states: dict[SyncKey, RowState],
+    ) -> dict[SyncKey, str]:
+        """Keys listed on another Coda row than the one we know, and why (one read each).
+
+        Our partial keyed upserts write only the changed columns. If a person deleted the row
+        before one landed, Coda inserted a NEW row holding just those columns and the key:
+        "recreated" (the known row answers 404). If the known row still exists, the new one is
+        a copy carrying our key: "duplicate". A stale snapshot: "undecided" (next cycle).
+        """
+        b = self.binding
+        out: dict[SyncKey, str] = {}
+        for skey, (raw, _) in observations.items():
+            st = states.get(skey)
+            if st is None or st.detached or st.coda_row_id in (None, raw.id):
+                continue
+            assert st.coda_row_id is not None
+            try:
+                await self.client.get_row(b.doc_id, b.table_id, st.coda_row_id, latest=True)
+            except CodaNotFound:
+                out[skey] = "recreated"
+            except CodaBadRequest:
+                out[skey] = "undecided"
+            else:
+                out[skey] = "duplicate"
+        return out
+
+    def _recreated_state(self, state: RowState, row_id: str, values: Values) -> RowState:
+        """The state to reconcile a re-created row against: its blank cells count as "not
+        edited in Coda", so the local values of every column the re-creation blanked are
+        pushed again; cells it holds (our write, or a person's later edit) merge as usual."""
+        base = dict(state.pending_values if state.pending_values is not None else state.base)
+        for spec in self.binding.writable_columns:
+            if _blank(values.get(spec.local)):
+                base[spec.local] = values.get(spec.local)
+        return replace(
+            state,
+            base=base,
+            base_hash=normalize.row_hash(base, exclude=self._readonly),
+            coda_row_id=row_id,
+            remote_updated_at=None,
+            pending_mutation_id=None,
+            pending_values=None,
+            fence_until=None,
+            recheck=False,
+        )
 
     def _parse_remote(
         self, ctx: _Cycle, rows: Sequence[RawRow]
@@ -661,15 +772,7 @@ class Engine:
         """Add the keys a full listing did not show to `inputs`; returns their states."""
         if not candidates:
             return {}
-        empty = len(ctx.seen_row_ids) == 0 and not mutants.on("trust_empty_listing")
-        if empty:
-            ctx.guard = GuardReport(
-                refused_local_deletes=len(candidates),
-                refused_remote_deletes=0,
-                known_rows=len(candidates),
-                reason=f"Coda listed no rows while {len(candidates)} are known: an empty "
-                "listing is never taken as deletes",
-            )
+        # (An empty listing never gets here: _empty_listing_breaker stops the cycle.)
         # The same share as the plan's guard (known row states), so that a delete the guard
         # lets through has always been confirmed by a 404 first.
         many = len(candidates) > reconcile.allowed_deletes(await self._delete_policy())
@@ -679,9 +782,7 @@ class Engine:
             prev = inputs.get(cand.key)
             local = prev.local if prev else await self._read_local(ctx, cand)
             remote: SideState
-            if empty:
-                remote = None  # no evidence of anything; local edits of these keys still go out
-            elif many:
+            if many:
                 # Too many to confirm one by one: the guard refuses the deletes (save the
                 # reads); a local edit or delete is planned as if Coda were unchanged.
                 remote = ABSENT if self._same_as_base(local, cand) else None
@@ -716,7 +817,10 @@ class Engine:
         b = self.binding
         try:
             if s.coda_row_id is not None:
-                raw: RawRow | None = await self.client.get_row(b.doc_id, b.table_id, s.coda_row_id)
+                # latest: a snapshot older than the row's creation would answer 404
+                raw: RawRow | None = await self.client.get_row(
+                    b.doc_id, b.table_id, s.coda_row_id, latest=True
+                )
             else:
                 raw = await self._find_by_key(s.key)
             if raw is None:
@@ -734,10 +838,16 @@ class Engine:
         return Version(values, updated)
 
     async def _find_by_key(self, key: str) -> RawRow | None:
+        """The Coda row holding `key`, read from the LATEST doc version.
+
+        Used for keys whose row id we have not read yet (our insert's echo is still ahead of
+        the read snapshot), so a lagging snapshot's "not found" would be a lie: with
+        X-Coda-Doc-Version: latest Coda answers 400 (CodaBadRequest) instead. None is trusted.
+        """
         b = self.binding
         query = f'{b.coda_key_column}:"{key}"'
         async for page in self.client.list_rows(
-            b.doc_id, b.table_id, query=query, value_format="rich"
+            b.doc_id, b.table_id, query=query, value_format="rich", latest=True
         ):
             for raw in page.items:
                 return raw
@@ -934,7 +1044,7 @@ class Engine:
             return
         if kp.new_base is None:  # DETACH keeps a tombstone; deletes and FORGET drop the key
             if st is not None and kp.action is Action.DETACH:
-                fx.put.append(replace(st, detached=True))
+                fx.put.append(replace(st, detached=True, fence_until=None))  # for good
             elif st is not None:
                 fx.drop.append(kp.key)
             return
@@ -1038,18 +1148,31 @@ class Engine:
         b = self.binding
         resolved: list[tuple[SyncKey, str]] = []
         gone: list[SyncKey] = []
+        undecided: list[SyncKey] = []
         for key, row_id in deletes:
             if row_id:
                 resolved.append((key, row_id))
                 continue
-            raw = await self._find_by_key(key)
+            try:
+                raw = await self._find_by_key(key)
+            except CodaBadRequest:
+                undecided.append(key)  # the snapshot lags our insert: ask again next cycle
+                continue
             if raw is None:
                 gone.append(key)
             else:
                 resolved.append((key, raw.id))
-        if gone:
+        if gone or undecided:
+            until = ctx.now + timedelta(seconds=self.settings.sync.stale_window_seconds)
             async with self.store.begin() as conn:
-                await self.repo.delete_row_states(conn, b.name, gone)
+                states = await self.repo.get_row_states(conn, b.name, [*gone, *undecided])
+                await self.repo.put_row_states(
+                    conn,
+                    [
+                        tombstone(s, until) if s.key in gone else replace(s, recheck=True)
+                        for s in states.values()
+                    ],
+                )
         size = self.settings.coda.upsert_batch_rows
         for start in range(0, len(resolved), size):
             chunk = resolved[start : start + size]
@@ -1099,6 +1222,11 @@ class Engine:
         self.crash("before-save-token")
         async with self.store.begin() as conn:
             await self.repo.save_binding_state(conn, new)
+
+
+def _blank(value: Any) -> bool:
+    """What a cell a new Coda row was not given reads back as."""
+    return value is None or value is False or value == "" or value == [] or value == ()
 
 
 class _LocalRowBad(Exception):

@@ -5,14 +5,19 @@ Owns the life of a Coda mutation for one binding:
     plan says "push"     record intent (same transaction as the key's local effects)
           |                 row_state.pending_mutation_id = M, pending_values = new base
           v
-    send (keyed upsert / PUT / DELETE)  -- crash here: intent stays, resent next cycle
+    send (keyed upsert / PUT / DELETE)  -- crash here: intent stays, released next cycle
           |                                 (every write we send is idempotent)
           v
     202 -> mark_sent(M, requestId)
           |
           v  (later cycles)
     mutationStatus completed -> base := pending_values, fence for stale reads, pending cleared
-    404 past the grace / pending past the timeout -> lost -> resent from the stored payload
+    404 past the grace / pending past the timeout -> lost -> released (below)
+    still an intent at the next cycle (crash before 202) -> released
+
+Released: the upsert or delete is not replayed from its payload (Coda may have changed since
+it was planned); its keys return to their base, marked for recheck, and are decided again.
+Key write-backs touch only the key cell and are resent as recorded.
 
 A key with a pending mutation is "ours in flight": the engine does not reconcile it, so a
 stale read can never revert it. Knows nothing of reconciliation rules.
@@ -72,6 +77,8 @@ class WriteStats:
     resent: int = 0
     rejected_rows: int = 0
     deleted_rows: int = 0
+    released: int = 0
+    """Unacknowledged or lost writes whose keys were handed back for a fresh decision."""
 
 
 @dataclass(slots=True)
@@ -256,13 +263,17 @@ class Writer:
         keys_left = self.settings.sync.key_writeback_per_cycle or len(open_)
         for m in open_:
             if m.state is MutationState.INTENT:
-                if m.kind is MutationKind.KEY:
-                    # Key write-backs (one PUT per row people created) are budgeted per cycle,
-                    # so a burst of new rows cannot hold the write budget for minutes.
-                    if keys_left <= 0:
-                        still_open += 1
-                        continue
-                    keys_left -= 1
+                if m.kind is not MutationKind.KEY:
+                    # Recorded before a crash, never acknowledged: re-decide its keys instead
+                    # of resending a payload planned against an older view of Coda.
+                    await self.release(m, "recorded before a restart, never acknowledged")
+                    continue
+                # Key write-backs (one PUT per row people created) are budgeted per cycle,
+                # so a burst of new rows cannot hold the write budget for minutes.
+                if keys_left <= 0:
+                    still_open += 1
+                    continue
+                keys_left -= 1
                 await self.resend(m)
                 still_open += 1
                 continue
@@ -285,17 +296,51 @@ class Writer:
                 self.crash("after-confirm")
                 continue
             if (status is None and age > grace and age > timeout / 4) or age > timeout:
+                why = "unknown request id" if status is None else "still pending"
                 log.warning(
-                    "Coda has not applied write %s after %.0f s (%s); sending it again "
-                    "(it is idempotent)",
+                    "Coda has not applied write %s after %.0f s (%s); %s",
                     m.request_id,
                     age.total_seconds(),
-                    "unknown request id" if status is None else "still pending",
+                    why,
+                    "sending it again" if m.kind is MutationKind.KEY else "re-deciding its rows",
                     extra={"binding": self.binding.name},
                 )
+                if m.kind is not MutationKind.KEY:
+                    await self.release(m, f"not applied after {age.total_seconds():.0f} s ({why})")
+                    continue
                 await self.resend(m)
             still_open += 1
         return still_open
+
+    async def release(self, m: Mutation, why: str) -> None:
+        """Give up an upsert or delete that was never acknowledged, and re-decide its keys.
+
+        Resending the stored payload would replay a decision made against the Coda of that
+        moment: a person's edit since then would be overwritten (or their row deleted) with no
+        journal entry. So the write is marked lost and its keys go back to their last synced
+        base, marked for recheck: the cycle's listing or the recheck phase reads Coda again
+        and reconciles both sides (sending the same values again if nothing changed; every
+        write is idempotent, so a late arrival of the old one does no harm).
+        """
+        async with self.store.begin() as conn:
+            await self.repo.mark_lost(conn, [m.id])
+            states = await self.repo.row_states_pending_on(conn, self.binding.name, m.id)
+            await self.repo.put_row_states(
+                conn,
+                [
+                    replace(s, pending_mutation_id=None, pending_values=None, recheck=True)
+                    for s in states
+                ],
+            )
+        self.stats.released += 1
+        log.info(
+            "write %s (%s, %d rows) released: %s",
+            m.id,
+            m.kind.value,
+            len(states),
+            why,
+            extra={"binding": self.binding.name},
+        )
 
     async def _confirm(self, conn: Any, m: Mutation) -> None:
         now = self.clock.now()
@@ -303,7 +348,9 @@ class Writer:
         await self.repo.mark_confirmed(conn, [m.id], at=now)
         states = await self.repo.row_states_pending_on(conn, self.binding.name, m.id)
         if m.kind is MutationKind.DELETE:
-            await self.repo.delete_row_states(conn, self.binding.name, [s.key for s in states])
+            # A tombstone for the stale window: a read that still shows the row (the snapshot
+            # lags the delete) must not bring it back; dropped at a full scan after the fence.
+            await self.repo.put_row_states(conn, [tombstone(s, fence) for s in states])
         elif m.kind is MutationKind.KEY:
             await self.repo.put_row_states(
                 conn, [replace(s, pending_mutation_id=None, pending_values=None) for s in states]
@@ -411,6 +458,10 @@ class Writer:
         for r in rows:
             old = states.get(r.key)
             row_id, remote_at = remote_seen.get(r.key, (None, None))
+            if r.insert and old is not None:
+                # A re-insert (edit beats a Coda delete): the old row is gone, and the new
+                # one will have a new id, which must not look like a key moving rows.
+                old = replace(old, coda_row_id=None, remote_updated_at=None)
             new_states.append(
                 RowState(
                     binding=self.binding.name,
@@ -427,6 +478,18 @@ class Writer:
             )
         await self.repo.put_row_states(conn, new_states)
         return mid
+
+
+def tombstone(state: RowState, until: datetime) -> RowState:
+    """The state of a key whose Coda row we deleted: ignored on both sides until `until`."""
+    return replace(
+        state,
+        detached=True,
+        fence_until=until,
+        pending_mutation_id=None,
+        pending_values=None,
+        recheck=False,
+    )
 
 
 def upsert_payload(rows: Sequence[OutgoingRow]) -> dict[str, Any]:

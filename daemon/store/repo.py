@@ -302,6 +302,25 @@ class StateRepo(JournalOps):
             deleted += result.rowcount
         return deleted
 
+    @wrap_errors("dropping expired tombstones")
+    async def drop_expired_tombstones(
+        self, conn: AsyncConnection, binding: str, now: datetime
+    ) -> int:
+        """Forget the keys of rows we deleted in Coda once their stale window has passed.
+
+        A delete leaves a detached state fenced for the stale window, so a read that still
+        shows the row is ignored; IGNORE-policy tombstones (no fence) stay forever.
+        """
+        result = await conn.execute(
+            sa.delete(_ROW).where(
+                _ROW.c.binding == binding,
+                _ROW.c.detached.is_(True),
+                _ROW.c.fence_until.is_not(None),
+                _ROW.c.fence_until <= now,
+            )
+        )
+        return int(result.rowcount or 0)
+
     @wrap_errors("clearing pending writes")
     async def clear_pending(
         self, conn: AsyncConnection, binding: str, mutation_ids: Iterable[int]

@@ -239,12 +239,17 @@ async def test_local_delete_propagates(tmp_path: Path, db_url: str) -> None:
         [audit] = await _audit(w)
         assert (audit.audit.key, audit.audit.side_deleted) == (gone, "remote")
         async with w.store.connect() as conn:
-            assert gone not in await w.engine.repo.get_row_states(conn, w.binding.name, [gone])
+            [tomb] = (await w.engine.repo.get_row_states(conn, w.binding.name, [gone])).values()
+        # a tombstone for the stale window, so a lagging read cannot pull the row back
+        assert tomb.detached and tomb.fence_until is not None
         for _ in range(2):
             r = await w.cycle()
             assert (r.reads, r.writes) == (1, 0), r.summary()
+        w.clock.advance(w.settings.sync.stale_window_seconds)
         r = await w.cycle(full=True)
         assert r.writes == 0 and r.stats["pulled_inserts"] == 0, r.summary()
+        async with w.store.connect() as conn:  # the full scan past the window forgot the key
+            assert gone not in await w.engine.repo.get_row_states(conn, w.binding.name, [gone])
 
 
 async def test_local_delete_vs_coda_edit_edit_wins(tmp_path: Path, db_url: str) -> None:

@@ -33,9 +33,10 @@ if TYPE_CHECKING:
 
 WINDOW = 6.0
 
-# Engine bugs the simulation found; each has an xfail(strict=True) regression test in
-# tests/simulation/test_regressions.py. A violation matching one is tagged, not hidden.
-KNOWN_BUGS: dict[str, str] = {
+# Engine bugs the simulation found and that are fixed: each has a regression test in
+# tests/simulation/test_regressions.py. Violations are still tagged with their class (so a
+# reappearance names its likely cause), but a tag not in KNOWN_BUGS fails like any other.
+FIXED_BUGS: dict[str, str] = {
     "partial-upsert-recreates-deleted-row": (
         "a push of only the changed columns is a keyed upsert; when a person deleted the row "
         "in Coda meanwhile, Coda inserts a row holding just those columns, and the engine then "
@@ -64,6 +65,10 @@ KNOWN_BUGS: dict[str, str] = {
         "candidate (keys pending or fenced) does not trip at all"
     ),
 }
+
+# Engine bugs found but not fixed yet: each needs an xfail(strict=True) regression test in
+# tests/simulation/test_regressions.py. A violation matching one is tagged, not hidden.
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def _v(invariant: str, detail: str, tag: str | None = None) -> Violation:

@@ -30,7 +30,7 @@ import anyio.to_thread
 from daemon import mutants
 from tests.simulation import runner
 from tests.simulation import schedule as sch
-from tests.simulation.invariants import KNOWN_BUGS
+from tests.simulation.invariants import FIXED_BUGS, KNOWN_BUGS
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "bench" / "results" / "reliability.json"
@@ -115,6 +115,7 @@ async def soak(args: argparse.Namespace) -> int:
         repros.append(runner.reproduction(small, small_result))
     fig["reproductions"] = repros
     fig["known_engine_bugs"] = KNOWN_BUGS
+    fig["fixed_engine_bugs"] = sorted(FIXED_BUGS)  # found by earlier runs, regression-tested
     fig["unexpected_failing_seeds"] = [r.scenario.seed for r in unexpected]
     fig["total_wall_seconds"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)

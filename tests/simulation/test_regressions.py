@@ -1,9 +1,9 @@
 """Engine bugs the simulation found, as shrunk, deterministic scenarios.
 
-Each test is `xfail(strict=True)`: it fails today because of the bug named in its reason, and
-starts to XPASS (which fails the suite) once the engine is fixed; then remove its marker and
-the matching entry of `invariants.KNOWN_BUGS`, so the random seeds report that class again.
-Run one with `-rxX -s` to see the violations it produces.
+Each was an `xfail(strict=True)` test while the bug was open (the way to add a new one:
+mark it, and tag its class in `invariants.KNOWN_BUGS`); all of them are fixed now, so each
+must run clean. `invariants.FIXED_BUGS` keeps the description of each class.
+Run one with `-s` to see the violations it would produce.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import datetime
 
 import pytest
 
-from tests.simulation.invariants import KNOWN_BUGS
+from tests.simulation.invariants import FIXED_BUGS
 from tests.simulation.runner import run_scenario
 from tests.simulation.schedule import (
     AppDelete,
@@ -34,10 +34,9 @@ async def _assert_clean(scenario: Scenario, tag: str) -> None:
     result = await run_scenario(scenario)
     for v in result.violations:
         print(v)
-    assert not result.violations, f"{tag}: {KNOWN_BUGS[tag]}"
+    assert not result.violations, f"{tag}: {FIXED_BUGS[tag]}"
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["partial-upsert-recreates-deleted-row"])
 async def test_push_to_a_row_deleted_in_coda_does_not_blank_the_other_columns() -> None:
     """Seed 6, shrunk: the app edits three columns of a row, a person deletes that row in
     Coda; the engine's keyed upsert of the three columns re-creates the row with only them,
@@ -67,7 +66,6 @@ async def test_push_to_a_row_deleted_in_coda_does_not_blank_the_other_columns() 
     await _assert_clean(Scenario(6, params, steps), "partial-upsert-recreates-deleted-row")
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["stale-intent-replay"])
 async def test_intent_resent_after_a_crash_does_not_overwrite_a_later_coda_edit() -> None:
     """The app edits a comment; the engine records the push and crashes before sending it;
     while it is down a person edits the same comment in Coda (later, and visible); after the
@@ -83,7 +81,6 @@ async def test_intent_resent_after_a_crash_does_not_overwrite_a_later_coda_edit(
     await _assert_clean(Scenario(11, params, steps), "stale-intent-replay")
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["stale-intent-replay"])
 async def test_delete_resent_after_a_crash_does_not_delete_a_later_coda_edit() -> None:
     """Seed 795, shrunk: a delete intent resent after a crash deletes a row a person edited
     in Coda after the app's delete (edit beats delete)."""
@@ -111,7 +108,6 @@ async def test_delete_resent_after_a_crash_does_not_delete_a_later_coda_edit() -
     await _assert_clean(Scenario(795, params, steps), "stale-intent-replay")
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["stale-find-by-key"])
 async def test_deleting_a_just_pushed_row_deletes_it_in_coda() -> None:
     """Seed 74, shrunk: the app deletes a row whose insert the engine pushed one cycle ago;
     with the read snapshot lagging, the key query finds nothing, the key is forgotten, the
@@ -131,7 +127,6 @@ async def test_deleting_a_just_pushed_row_deletes_it_in_coda() -> None:
     await _assert_clean(Scenario(74, params, steps), "stale-find-by-key")
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["stale-find-by-key"])
 async def test_full_scan_does_not_delete_a_row_it_just_inserted() -> None:
     """Seed 551, shrunk: no edits at all. A local row is pushed; its echo is not visible yet
     (read lag 8 s) when a full scan runs; the key query on the lagging snapshot says "not
@@ -152,7 +147,6 @@ async def test_full_scan_does_not_delete_a_row_it_just_inserted() -> None:
     await _assert_clean(Scenario(551, params, steps), "stale-find-by-key")
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["own-delete-stale-read"])
 async def test_row_deleted_by_the_engine_is_not_pulled_back_from_a_stale_read() -> None:
     """Seed 24, shrunk: read lag 45 s; the app deletes a row, the engine deletes it in Coda
     and confirms; the next incremental listing (snapshot from before the delete) still shows
@@ -180,7 +174,6 @@ async def test_row_deleted_by_the_engine_is_not_pulled_back_from_a_stale_read() 
     await _assert_clean(Scenario(24, params, steps), "own-delete-stale-read")
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["empty-listing-breaker"])
 async def test_empty_full_listing_does_not_overwrite_an_unseen_coda_edit() -> None:
     """Seed 46, shrunk: a person and the app edit the same comment; the next full listing
     comes back empty. The breaker refuses deletes, but the local edit is still pushed over
@@ -205,7 +198,6 @@ async def test_empty_full_listing_does_not_overwrite_an_unseen_coda_edit() -> No
     await _assert_clean(Scenario(46, params, steps), "empty-listing-breaker")
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["empty-listing-breaker"])
 async def test_empty_full_listing_trips_the_breaker_without_delete_candidates() -> None:
     """Seed 737, shrunk: the only known key is still fenced (just pushed) when the full
     listing comes back empty: no delete candidate, so the breaker does not trip at all."""
