@@ -304,8 +304,11 @@ async def job_naive(
         out["idle_reads_per_cycle"] = [p.reads for p in idle]
         phases["after_convergence"] = idle[-1]
         if size <= 10_000:  # for the idle-hour comparison (a 10k-row table)
-            nw.sync.page_size = 500
-            phases["idle_page_500"] = await nw.cycle("idle_page_500")
+            # 25: Coda's default `limit`, what a script that does not set it gets
+            # (API-FACTS §3.1); 500: the largest page integrators use
+            for other in (25, 500):
+                nw.sync.page_size = other
+                phases[f"idle_page_{other}"] = await nw.cycle(f"idle_page_{other}")
             nw.sync.page_size = page_size
         # 1 PUT per changed row by construction: above push_max, a 10 % sample is enough
         pushed = size if size <= push_max else max(1, push_max // 10)
