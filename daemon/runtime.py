@@ -152,6 +152,7 @@ class Runtime:
         self._transport = transport
         self._stack: contextlib.AsyncExitStack | None = None
         self._limiter_seen: dict[str, float] = {READ: 0.0, WRITE: 0.0}
+        self._retries_seen: dict[str, int] = {READ: 0, WRITE: 0}
         self._store: Store | None = None
         self._client: CodaClient | None = None
         self.engines: dict[str, Engine] = {}
@@ -249,10 +250,16 @@ class Runtime:
             listener()
 
     def refresh_metrics(self) -> None:
-        """Copy counters kept by the shared rate limiter into `Metrics` (cheap; idempotent)."""
+        """Copy counters kept by the shared rate limiter and the client into `Metrics`
+        (cheap; idempotent)."""
         for cls in (READ, WRITE):
             total = self.limiter.wait_seconds(cls)
             delta = total - self._limiter_seen[cls]
             if delta > 0:
                 self.metrics.limiter_wait.labels(cls).inc(delta)
                 self._limiter_seen[cls] = total
+            if self._client is not None:
+                retried = self._client.stats.retries_by_class[cls]
+                if retried > self._retries_seen[cls]:
+                    self.metrics.retries.labels(cls).inc(retried - self._retries_seen[cls])
+                    self._retries_seen[cls] = retried

@@ -133,6 +133,8 @@ class ClientStats:
 
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     retries: int = 0
+    retries_by_class: Counter[str] = field(default_factory=Counter)
+    """The same retries by request class (read|write), for `coda_sync_api_retries_total`."""
     rate_limited: int = 0  # HTTP 429 answers received
     limiter_wait_seconds: float = 0.0
 
@@ -389,6 +391,7 @@ class CodaClient:
                 pause,
             )
             self.stats.retries += 1
+            self.stats.retries_by_class[cls] += 1
             await self._clock.sleep(pause)
 
     def _error(

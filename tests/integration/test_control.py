@@ -495,6 +495,24 @@ async def test_metrics_and_status_from_the_real_service(tmp_path: Path) -> None:
         assert (b["last_result"], b["rows_pulled"], b["last_error"]) == ("success", 30, None)
 
 
+async def test_retries_reach_the_metrics_by_class(tmp_path: Path) -> None:
+    """Two 503s on listing rows, then success: coda_sync_api_retries_total{class="read"} is 2
+    at the next scrape, and writes retried nothing."""
+    emu = new_emulator()
+    emu.faults.add(FaultRule("http_error", status=503, count=2, endpoint="listRows"))
+    async with real_service(tmp_path, emu, interval_seconds=3600) as (service, http):
+        await wait_for(lambda: service.readiness().ok)
+        families = {
+            f.name: f for f in text_string_to_metric_families((await http.get("/metrics")).text)
+        }
+        retried = {
+            s.labels["class"]: s.value
+            for s in families["coda_sync_api_retries"].samples
+            if s.name == "coda_sync_api_retries_total"
+        }
+        assert retried == {"read": 2.0, "write": 0.0}
+
+
 async def test_healthz_turns_503_when_a_cycle_is_stuck(tmp_path: Path) -> None:
     """A cycle running past cycle_timeout (+ margin) makes /healthz 503 with the reason."""
     emu = new_emulator()
