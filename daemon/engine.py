@@ -491,17 +491,7 @@ class Engine:
         for spec in self.binding.writable_columns:
             if _blank(values.get(spec.local)):
                 base[spec.local] = values.get(spec.local)
-        return replace(
-            state,
-            base=base,
-            base_hash=normalize.row_hash(base, exclude=self._readonly),
-            coda_row_id=row_id,
-            remote_updated_at=None,
-            pending_mutation_id=None,
-            pending_values=None,
-            fence_until=None,
-            recheck=False,
-        )
+        return self._settled(state, base, row_id, None, recheck=False)
 
     def _parse_remote(
         self, ctx: _Cycle, rows: Sequence[RawRow]
@@ -587,6 +577,17 @@ class Engine:
         self, state: RowState, row_id: str, updated: datetime, now: datetime
     ) -> RowState:
         base = state.pending_values if state.pending_values is not None else state.base
+        return self._settled(state, base, row_id, updated, synced_at=now)
+
+    def _settled(
+        self,
+        state: RowState,
+        base: Values,
+        row_id: str,
+        updated: datetime | None,
+        **more: Any,
+    ) -> RowState:
+        """`state` with a new base seen on Coda row `row_id`, nothing in flight or fenced."""
         return replace(
             state,
             base=base,
@@ -596,7 +597,7 @@ class Engine:
             pending_mutation_id=None,
             pending_values=None,
             fence_until=None,
-            synced_at=now,
+            **more,
         )
 
     def _writable(self, values: Values) -> dict[str, Any]:
