@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import random
 import time
-import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
@@ -41,21 +40,17 @@ from daemon.emulator import (
 )
 from daemon.engine import Engine
 from daemon.store.db import Store, open_store
+from tests.harness import example_config_data
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLE_CONFIG = REPO / "config" / "coda-sync.toml"
 IN_PROCESS_BASE_URL = "https://coda.io/apis/v1"
 COMMENT_COLUMN = "c-Comment01"
 
 
 def make_settings(db_url: str, base_url: str, **sync: Any) -> config_mod.Settings:
-    """The example config (config/coda-sync.toml) pointed at `db_url` and `base_url`;
-    `sync` overrides keys of its [sync] section."""
-    data = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
-    data["coda"]["api_base_url"] = base_url
-    data["database"]["url"] = db_url
-    data["database"]["create_tables"] = True
-    data["sync"].update(sync)
+    """The example config (config/coda-sync.toml) pointed at `db_url` and `base_url`, built
+    exactly as the test harness builds it; `sync` overrides keys of its [sync] section."""
+    data = example_config_data(db_url, coda={"api_base_url": base_url}, **sync)
     return config_mod.parse(data, source="bench.toml", env={"CODA_API_TOKEN": DEFAULT_TOKEN})
 
 
