@@ -59,7 +59,7 @@ from daemon.model import (
     Values,
     Version,
 )
-from daemon.store.bound import BoundTable, LocalRow
+from daemon.store.bound import BoundTable, LocalRow, LocalRowHead
 from daemon.store.db import Store
 from daemon.store.fence import fenced, unfenced
 from daemon.store.repo import (
@@ -68,6 +68,7 @@ from daemon.store.repo import (
     MutationKind,
     QuarantineItem,
     RowState,
+    RowStateHead,
     StateRepo,
 )
 from daemon.writes import OutgoingRow, Writer
@@ -78,6 +79,7 @@ LOCAL_BATCH = 1000
 REMOTE_OVERLAP = timedelta(minutes=10)
 """Incremental listings re-read rows this much older than the newest `updatedAt` seen."""
 _CLEAN = object()
+_SLOW = object()
 RECHECK_BUDGET = 100
 
 
@@ -518,11 +520,16 @@ class Engine:
             # guess; BoundTable.xid_marks); SQLite: updated_at >= watermark - overlap
             old_mark = bstate.local_xid_mark if bstate is not None and since is not None else None
             ctx.local_xid_mark, since_xid = await self.bound.xid_marks(conn, old_mark)
-            rows = self.bound.iter_rows(conn, since=since, since_xid=since_xid, batch=LOCAL_BATCH)
-            async for batch in rows:
-                await self._ingest_local(ctx, batch)
+            # Heads first (key, updated_at): rows the remote phase handled, or that the state
+            # settles (see _settled_local), are never read in full nor canonicalised.
+            heads = self.bound.iter_row_heads(
+                conn, since=since, since_xid=since_xid, batch=LOCAL_BATCH
+            )
+            async for batch in heads:
+                await self._ingest_local(ctx, batch, conn)
 
-    async def _ingest_local(self, ctx: _Cycle, batch: Sequence[LocalRow]) -> None:
+    async def _ingest_local(self, ctx: _Cycle, batch: Sequence[LocalRowHead], listing: Any) -> None:
+        """One batch of changed local rows (heads, read in full on `listing` when needed)."""
         for row in batch:
             if ctx.local_high is None or row.updated_at > ctx.local_high:
                 ctx.local_high = row.updated_at
@@ -530,21 +537,34 @@ class Engine:
         if not todo:
             return
         async with self.store.connect() as conn:
-            states = await self.repo.get_row_states(conn, self.binding.name, [r.key for r in todo])
+            heads, states = await self._local_states(ctx, conn, todo)
+        slow = [
+            r.key for r in todo if self._settled_local(ctx, r, heads.get(SyncKey(r.key))) is _SLOW
+        ]
+        # Same read transaction as the heads: on SQLite the same snapshot, so the same rows.
+        rows = await self.bound.get_rows(listing, slow) if slow else {}
         inputs: list[KeyInput] = []
         deferred: list[RowState] = []
         bad: list[QuarantineItem] = []
         clean: list[str] = []
-        for row in todo:
-            verdict = self._judge_local(ctx, row, states.get(SyncKey(row.key)))
+        for head in todo:
+            key = SyncKey(head.key)
+            verdict = self._settled_local(ctx, head, heads.get(key))
+            if verdict is _SLOW:
+                full = rows.get(head.key)
+                if full is None:
+                    continue  # deleted since the heads were read (PostgreSQL): delete phase
+                verdict = self._judge_local(ctx, full, states.get(key))
+            else:
+                ctx.handled.add(key)
             if isinstance(verdict, KeyInput):
                 inputs.append(verdict)
             elif isinstance(verdict, QuarantineItem):
                 bad.append(verdict)
             elif isinstance(verdict, RowState):
                 deferred.append(verdict)
-            elif verdict is _CLEAN and row.key in ctx.quarantined:
-                clean.append(row.key)  # read clean again (a bad value set back): release
+            elif verdict is _CLEAN and head.key in ctx.quarantined:
+                clean.append(head.key)  # read clean again (a bad value set back): release
         if (bad or deferred or clean) and not ctx.dry_run:
             ctx.stats.quarantined += len(bad)
             async with self.store.begin() as conn:
@@ -552,6 +572,35 @@ class Engine:
                 await self.repo.put_row_states(conn, deferred)
                 await self.repo.quarantine_clear(conn, self.binding.name, clean, side="local")
         await self._apply(ctx, inputs, states, {})
+
+    async def _local_states(
+        self, ctx: _Cycle, conn: Any, rows: Sequence[LocalRowHead]
+    ) -> tuple[dict[SyncKey, RowStateHead], dict[SyncKey, RowState]]:
+        """The state heads of `rows`, and the full states (decoded base) of those whose
+        verdict the head alone does not settle (see `_settled_local`)."""
+        heads = await self.repo.get_row_state_heads(conn, self.binding.name, [r.key for r in rows])
+        slow = [
+            r.key
+            for r in rows
+            if (head := heads.get(SyncKey(r.key))) is not None
+            and self._settled_local(ctx, r, head) is _SLOW
+        ]
+        states = await self.repo.get_row_states(conn, self.binding.name, slow) if slow else {}
+        return heads, states
+
+    @staticmethod
+    def _settled_local(ctx: _Cycle, row: LocalRowHead, head: RowStateHead | None) -> object:
+        """`_judge_local`'s verdict when the state's scalar columns decide it: None (tombstoned,
+        or a recheck is waiting) or _CLEAN (the version the daemon wrote itself); _SLOW when
+        it needs the full state (no state, a full scan, a write in flight, or a row to compare
+        with its base). Pure: the caller marks the key handled, as `_judge_local` does."""
+        if head is None or ctx.full_scan or head.pending_mutation_id is not None:
+            return _SLOW
+        if head.detached or head.recheck:
+            return None
+        if head.local_updated_at == row.updated_at and head.local_updated_at == head.synced_at:
+            return _CLEAN
+        return _SLOW
 
     def _judge_local(
         self, ctx: _Cycle, row: LocalRow, state: RowState | None
