@@ -383,6 +383,8 @@ class Engine:
                 if state is not None:
                     changed.append(replace(state, recheck=True, coda_row_id=raw.id))
                 continue
+            if verdict == "use" and self._unchanged(ctx, state, local, values, seen[skey]):
+                continue
             base = state.base if state is not None else None
             inputs.append(
                 KeyInput(key=skey, base=base, local=local, remote=Version(values, updated))
@@ -393,6 +395,31 @@ class Engine:
                 await self.repo.quarantine_put(conn, b.name, bad, at=ctx.now)
                 await self.repo.put_row_states(conn, changed)
         await self._apply(ctx, inputs, states, seen, new_keys=new_keys)
+
+    @staticmethod
+    def _unchanged(
+        ctx: _Cycle,
+        state: RowState | None,
+        local: SideState,
+        values: Values,
+        seen: tuple[str, datetime],
+    ) -> bool:
+        """Both sides read equal to the base and the state already records this Coda version.
+
+        Planning such a key gives SKIP (`reconcile._refresh`: nothing changed, no read-only
+        drift) and `_effects_of` leaves no trace (same row id and updatedAt, nothing to release
+        from the quarantine), so the hot path of a full resync skips planning it at all.
+        """
+        return (
+            state is not None
+            and state.pending_mutation_id is None
+            and not state.detached
+            and (state.coda_row_id, state.remote_updated_at) == seen
+            and state.key not in ctx.quarantined
+            and isinstance(local, Version)
+            and values == state.base
+            and local.values == state.base
+        )
 
     def _parse_remote(
         self, ctx: _Cycle, rows: Sequence[RawRow]
