@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -704,15 +704,27 @@ class Engine:
         if not (ctx.full_scan and ctx.listing_complete):
             return []
         out: list[RowState] = []
-        async for batch in self.repo.iter_row_states(
-            conn, self.binding.name, include_detached=False
-        ):
+        async for batch in self._unlisted_states(ctx, conn):
             out.extend(
                 s
                 for s in batch
                 if self._unseen(ctx, s) and (s.key not in ctx.handled or s.key in missing)
             )
         return out
+
+    async def _unlisted_states(self, ctx: _Cycle, conn: Any) -> AsyncIterator[list[RowState]]:
+        """Live row states (not detached) whose key and row id this cycle's listing did not
+        show, in key order: the only ones `_unseen` can select. Decided on (key, row id), so
+        a full scan of N listed rows does not decode N bases just to find none missing."""
+        async for refs in self.repo.iter_row_refs(conn, self.binding.name, include_detached=False):
+            keys = [
+                key
+                for key, row_id in refs
+                if key not in ctx.seen_keys and (row_id is None or row_id not in ctx.seen_row_ids)
+            ]
+            if keys:
+                states = await self.repo.get_row_states(conn, self.binding.name, keys)
+                yield [states[k] for k in keys if k in states]
 
     @staticmethod
     def _local_deletes(
