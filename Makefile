@@ -45,7 +45,7 @@ bench: $(STAMP)
 
 ## soak: long deterministic simulation -> bench/results/reliability.json
 soak: $(STAMP)
-	$(BIN)/python -m tests.simulation.soak --seeds $(SEEDS)
+	$(BIN)/python -m tests.simulation.soak --seeds $(SEEDS) --workers $$(nproc)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -61,7 +61,7 @@ from daemon.model import (
     Values,
     Version,
 )
-from daemon.store.bound import BoundTable, LocalRow
+from daemon.store.bound import BoundTable, LocalRow, LocalRowHead
 from daemon.store.db import Store
 from daemon.store.fence import fenced, unfenced
 from daemon.store.repo import (
@@ -70,6 +70,7 @@ from daemon.store.repo import (
     MutationKind,
     QuarantineItem,
     RowState,
+    RowStateHead,
     StateRepo,
 )
 from daemon.writes import OutgoingRow, Writer, tombstone
@@ -80,6 +81,7 @@ LOCAL_BATCH = 1000
 REMOTE_OVERLAP = timedelta(minutes=10)
 """Incremental listings re-read rows this much older than the newest `updatedAt` seen."""
 _CLEAN = object()
+_SLOW = object()
 RECHECK_BUDGET = 100
 
 
@@ -441,6 +443,8 @@ class Engine:
                 if state is not None:
                     changed.append(replace(state, recheck=True, coda_row_id=raw.id))
                 continue
+            if verdict == "use" and self._unchanged(ctx, state, local, values, seen[skey]):
+                continue
             base = state.base if state is not None else None
             inputs.append(
                 KeyInput(key=skey, base=base, local=local, remote=Version(values, updated))
@@ -492,6 +496,31 @@ class Engine:
             if _blank(values.get(spec.local)):
                 base[spec.local] = values.get(spec.local)
         return self._settled(state, base, row_id, None, recheck=False)
+
+    @staticmethod
+    def _unchanged(
+        ctx: _Cycle,
+        state: RowState | None,
+        local: SideState,
+        values: Values,
+        seen: tuple[str, datetime],
+    ) -> bool:
+        """Both sides read equal to the base and the state already records this Coda version.
+
+        Planning such a key gives SKIP (`reconcile._refresh`: nothing changed, no read-only
+        drift) and `_effects_of` leaves no trace (same row id and updatedAt, nothing to release
+        from the quarantine), so the hot path of a full resync skips planning it at all.
+        """
+        return (
+            state is not None
+            and state.pending_mutation_id is None
+            and not state.detached
+            and (state.coda_row_id, state.remote_updated_at) == seen
+            and state.key not in ctx.quarantined
+            and isinstance(local, Version)
+            and values == state.base
+            and local.values == state.base
+        )
 
     def _parse_remote(
         self, ctx: _Cycle, rows: Sequence[RawRow]
@@ -630,11 +659,16 @@ class Engine:
             # guess; BoundTable.xid_marks); SQLite: updated_at >= watermark - overlap
             old_mark = bstate.local_xid_mark if bstate is not None and since is not None else None
             ctx.local_xid_mark, since_xid = await self.bound.xid_marks(conn, old_mark)
-            rows = self.bound.iter_rows(conn, since=since, since_xid=since_xid, batch=LOCAL_BATCH)
-            async for batch in rows:
-                await self._ingest_local(ctx, batch)
+            # Heads first (key, updated_at): rows the remote phase handled, or that the state
+            # settles (see _settled_local), are never read in full nor canonicalised.
+            heads = self.bound.iter_row_heads(
+                conn, since=since, since_xid=since_xid, batch=LOCAL_BATCH
+            )
+            async for batch in heads:
+                await self._ingest_local(ctx, batch, conn)
 
-    async def _ingest_local(self, ctx: _Cycle, batch: Sequence[LocalRow]) -> None:
+    async def _ingest_local(self, ctx: _Cycle, batch: Sequence[LocalRowHead], listing: Any) -> None:
+        """One batch of changed local rows (heads, read in full on `listing` when needed)."""
         for row in batch:
             if ctx.local_high is None or row.updated_at > ctx.local_high:
                 ctx.local_high = row.updated_at
@@ -642,21 +676,34 @@ class Engine:
         if not todo:
             return
         async with self.store.connect() as conn:
-            states = await self.repo.get_row_states(conn, self.binding.name, [r.key for r in todo])
+            heads, states = await self._local_states(ctx, conn, todo)
+        slow = [
+            r.key for r in todo if self._settled_local(ctx, r, heads.get(SyncKey(r.key))) is _SLOW
+        ]
+        # Same read transaction as the heads: on SQLite the same snapshot, so the same rows.
+        rows = await self.bound.get_rows(listing, slow) if slow else {}
         inputs: list[KeyInput] = []
         deferred: list[RowState] = []
         bad: list[QuarantineItem] = []
         clean: list[str] = []
-        for row in todo:
-            verdict = self._judge_local(ctx, row, states.get(SyncKey(row.key)))
+        for head in todo:
+            key = SyncKey(head.key)
+            verdict = self._settled_local(ctx, head, heads.get(key))
+            if verdict is _SLOW:
+                full = rows.get(head.key)
+                if full is None:
+                    continue  # deleted since the heads were read (PostgreSQL): delete phase
+                verdict = self._judge_local(ctx, full, states.get(key))
+            else:
+                ctx.handled.add(key)
             if isinstance(verdict, KeyInput):
                 inputs.append(verdict)
             elif isinstance(verdict, QuarantineItem):
                 bad.append(verdict)
             elif isinstance(verdict, RowState):
                 deferred.append(verdict)
-            elif verdict is _CLEAN and row.key in ctx.quarantined:
-                clean.append(row.key)  # read clean again (a bad value set back): release
+            elif verdict is _CLEAN and head.key in ctx.quarantined:
+                clean.append(head.key)  # read clean again (a bad value set back): release
         if (bad or deferred or clean) and not ctx.dry_run:
             ctx.stats.quarantined += len(bad)
             async with self.store.begin() as conn:
@@ -664,6 +711,51 @@ class Engine:
                 await self.repo.put_row_states(conn, deferred)
                 await self.repo.quarantine_clear(conn, self.binding.name, clean, side="local")
         await self._apply(ctx, inputs, states, {})
+
+    async def _local_states(
+        self, ctx: _Cycle, conn: Any, rows: Sequence[LocalRowHead]
+    ) -> tuple[dict[SyncKey, RowStateHead], dict[SyncKey, RowState]]:
+        """The state heads of `rows`, and the full states (decoded base) of those whose
+        verdict the head alone does not settle (see `_settled_local`)."""
+        heads = await self.repo.get_row_state_heads(conn, self.binding.name, [r.key for r in rows])
+        slow = [
+            r.key
+            for r in rows
+            if (head := heads.get(SyncKey(r.key))) is not None
+            and self._settled_local(ctx, r, head) is _SLOW
+        ]
+        states = await self.repo.get_row_states(conn, self.binding.name, slow) if slow else {}
+        return heads, states
+
+    @staticmethod
+    def _settled_local(ctx: _Cycle, row: LocalRowHead, head: RowStateHead | None) -> object:
+        """`_judge_local`'s verdict when the state's scalar columns decide it: None (tombstoned,
+        or a recheck is waiting) or _CLEAN (the version the daemon wrote itself); _SLOW when
+        it needs the full state (no state, a full scan, a write in flight, or a row to compare
+        with its base). Pure: the caller marks the key handled, as `_judge_local` does."""
+        if head is None or ctx.full_scan:
+            return _SLOW
+        return Engine._by_state(ctx, row.updated_at, head)
+
+    @staticmethod
+    def _by_state(ctx: _Cycle, updated_at: datetime, st: RowState | RowStateHead) -> object:
+        """What the state alone says of a changed local row (shared by both judges):
+        None (tombstoned, or a Coda observation waits for the recheck phase), _CLEAN (the
+        version the daemon wrote itself) or _SLOW (compare the row; a write in flight)."""
+        if st.detached:
+            return None  # tombstoned
+        if st.pending_mutation_id is not None:
+            return _SLOW
+        if st.recheck:
+            # A Coda observation of this key is waiting: the recheck phase reads Coda again
+            # and merges; planning with "Coda unchanged" here would drop that edit.
+            return None
+        if not ctx.full_scan and st.local_updated_at == updated_at == st.synced_at:
+            # The version the daemon itself wrote (a pull stamps both with the cycle's time),
+            # re-read only because of the overlap window. Rows the app wrote are always
+            # compared: a second app edit may carry the same (coarse) updated_at.
+            return _CLEAN
+        return _SLOW
 
     def _judge_local(
         self, ctx: _Cycle, row: LocalRow, state: RowState | None
@@ -673,25 +765,15 @@ class Engine:
         if state is not None and self._unseen(ctx, state):
             return None  # missing from a complete full listing: the delete phase decides
         ctx.handled.add(SyncKey(row.key))
-        if (state is not None and state.detached) or (row.soft_deleted and state is None):
-            return None  # tombstoned, or soft-deleted and already gone from the sync
-        if state is not None and state.pending_mutation_id is not None:
-            ctx.stats.deferred += 1
-            return None if state.recheck else replace(state, recheck=True)
-        if state is not None and state.recheck:
-            # A Coda observation of this key is waiting: the recheck phase reads Coda again
-            # and merges; planning with "Coda unchanged" here would drop that edit.
-            return None
-        if (
-            not ctx.full_scan
-            and state is not None
-            and state.local_updated_at == row.updated_at
-            and state.local_updated_at == state.synced_at
-        ):
-            # The version the daemon itself wrote (a pull stamps both with the cycle's time),
-            # re-read only because of the overlap window. Rows the app wrote are always
-            # compared: a second app edit may carry the same (coarse) updated_at.
-            return _CLEAN
+        if state is None and row.soft_deleted:
+            return None  # soft-deleted and already gone from the sync
+        if state is not None:
+            if state.pending_mutation_id is not None and not state.detached:
+                ctx.stats.deferred += 1
+                return None if state.recheck else replace(state, recheck=True)
+            verdict = self._by_state(ctx, row.updated_at, state)
+            if verdict is not _SLOW:
+                return verdict
         try:
             local = self._local_side(ctx, row, state)
         except _LocalRowBad as exc:
@@ -702,6 +784,13 @@ class Engine:
             and self._writable(local.values) == self._writable(state.base)
         ):
             return _CLEAN  # unchanged (our own pull, or an edit that was undone)
+        if state is not None and state.coda_row_id is None and state.base:
+            # Synced, but its Coda row was never read (our insert's echo is still ahead of
+            # the snapshot). A partial upsert now would, if a person deleted that row,
+            # re-create it with just the changed columns under an id we could not tell from
+            # the original. The recheck phase reads it by key (latest) first: 1 read.
+            ctx.stats.deferred += 1
+            return replace(state, recheck=True)
         base = state.base if state else None
         return KeyInput(key=SyncKey(row.key), base=base, local=local, remote=None)
 
@@ -740,15 +829,27 @@ class Engine:
         if not (ctx.full_scan and ctx.listing_complete):
             return []
         out: list[RowState] = []
-        async for batch in self.repo.iter_row_states(
-            conn, self.binding.name, include_detached=False
-        ):
+        async for batch in self._unlisted_states(ctx, conn):
             out.extend(
                 s
                 for s in batch
                 if self._unseen(ctx, s) and (s.key not in ctx.handled or s.key in missing)
             )
         return out
+
+    async def _unlisted_states(self, ctx: _Cycle, conn: Any) -> AsyncIterator[list[RowState]]:
+        """Live row states (not detached) whose key and row id this cycle's listing did not
+        show, in key order: the only ones `_unseen` can select. Decided on (key, row id), so
+        a full scan of N listed rows does not decode N bases just to find none missing."""
+        async for refs in self.repo.iter_row_refs(conn, self.binding.name, include_detached=False):
+            keys = [
+                key
+                for key, row_id in refs
+                if key not in ctx.seen_keys and (row_id is None or row_id not in ctx.seen_row_ids)
+            ]
+            if keys:
+                states = await self.repo.get_row_states(conn, self.binding.name, keys)
+                yield [states[k] for k in keys if k in states]
 
     @staticmethod
     def _local_deletes(
@@ -911,6 +1012,10 @@ class Engine:
             return None  # snapshot still stale: next cycle
         except CodaNotFound:
             raw = None
+        if raw is None and s.coda_row_id is None and s.base:
+            # A synced key the latest doc version does not hold: its row was deleted in
+            # Coda (edit beats delete, or the delete propagates, as the plan decides).
+            return KeyInput(key=s.key, base=s.base, local=local, remote=ABSENT), None
         if raw is None:  # not found: treat as unchanged; a full scan decides
             return KeyInput(key=s.key, base=s.base, local=local, remote=None), None
         values, errors = normalize.canon_row_from_coda(self._columns, raw.values)

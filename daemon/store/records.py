@@ -11,7 +11,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from daemon.model import Canon, Conflict, SyncKey, Values
 
@@ -61,7 +61,14 @@ def values_to_json(values: Values) -> dict[str, Any]:
 
 
 def values_from_json(data: Mapping[str, Any]) -> dict[str, Canon]:
-    return {column: canon_from_json(value) for column, value in data.items()}
+    # NB: hot (every row state read decodes its base): strings, None and booleans are
+    # already canonical, so only the other values pay for a call to canon_from_json.
+    return {
+        column: value
+        if value is None or type(value) is str or type(value) is bool
+        else canon_from_json(value)
+        for column, value in data.items()
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +107,25 @@ class RowState:
     fence_until: datetime | None = None
     """Remote reads older than this that contradict a confirmed push are stale, not edits."""
     recheck: bool = False
+
+
+class RowStateHead(NamedTuple):
+    """The scalar columns of a row state, without the JSON ones (`base`, `pending_values`).
+
+    Enough to decide that a key needs no planning (tombstoned, marked for recheck, or a row
+    the daemon wrote itself) without decoding its base. A NamedTuple, not a dataclass: one is
+    built per row read in the hot paths, and a frozen dataclass costs several times more.
+    """
+
+    key: SyncKey
+    coda_row_id: str | None
+    remote_updated_at: datetime | None
+    local_updated_at: datetime | None
+    synced_at: datetime
+    detached: bool
+    pending_mutation_id: int | None
+    fence_until: datetime | None
+    recheck: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from daemon.store.records import (
     QuarantineEntry,
     QuarantineItem,
     RowState,
+    RowStateHead,
     RunRecord,
     canon_from_json,
     canon_to_json,
@@ -60,6 +61,7 @@ __all__ = [
     "QuarantineEntry",
     "QuarantineItem",
     "RowState",
+    "RowStateHead",
     "RunRecord",
     "StateRepo",
     "canon_from_json",
@@ -113,6 +115,35 @@ def _row_state(row: sa.Row[Any]) -> RowState:
         fence_until=m["fence_until"],
         recheck=bool(m["recheck"]),
         synced_at=m["synced_at"],
+    )
+
+
+_HEAD_COLUMNS = (
+    _ROW.c.sync_key,
+    _ROW.c.coda_row_id,
+    _ROW.c.remote_updated_at,
+    _ROW.c.local_updated_at,
+    _ROW.c.synced_at,
+    _ROW.c.detached,
+    _ROW.c.pending_mutation_id,
+    _ROW.c.fence_until,
+    _ROW.c.recheck,
+)
+"""What `RowStateHead` holds, in its field order (no JSON column: nothing to decode)."""
+
+
+def _row_state_head(row: sa.Row[Any]) -> RowStateHead:
+    key, row_id, remote_at, local_at, synced_at, detached, pending, fence, recheck = row
+    return RowStateHead(
+        SyncKey(key),
+        row_id,
+        remote_at,
+        local_at,
+        synced_at,
+        bool(detached),
+        pending,
+        fence,
+        bool(recheck),
     )
 
 
@@ -191,6 +222,51 @@ class StateRepo(JournalOps):
                 assert state.coda_row_id is not None
                 out[state.coda_row_id] = state
         return out
+
+    @wrap_errors("reading row state heads")
+    async def get_row_state_heads(
+        self, conn: AsyncConnection, binding: str, keys: Iterable[str]
+    ) -> dict[SyncKey, RowStateHead]:
+        """Like `get_row_states` without the JSON columns: several times cheaper per row."""
+        out: dict[SyncKey, RowStateHead] = {}
+        for chunk in chunks(sorted(set(keys)), IN_CHUNK):
+            stmt = sa.select(*_HEAD_COLUMNS).where(
+                _ROW.c.binding == binding, _ROW.c.sync_key.in_(chunk)
+            )
+            for row in await conn.execute(stmt):
+                head = _row_state_head(row)
+                out[head.key] = head
+        return out
+
+    async def iter_row_refs(
+        self,
+        conn: AsyncConnection,
+        binding: str,
+        *,
+        batch: int = 5000,
+        include_detached: bool = True,
+    ) -> AsyncIterator[list[tuple[SyncKey, str | None]]]:
+        """(sync key, Coda row id) of the row states `iter_row_states` yields, in the same
+        order: two short columns, nothing to decode (a full scan looks for unlisted keys)."""
+        after: str | None = None
+        while True:
+            stmt = sa.select(_ROW.c.sync_key, _ROW.c.coda_row_id).where(_ROW.c.binding == binding)
+            if not include_detached:
+                stmt = stmt.where(_ROW.c.detached.is_(False))
+            if after is not None:
+                stmt = stmt.where(_ROW.c.sync_key > after)
+            stmt = stmt.order_by(_ROW.c.sync_key).limit(batch)
+            try:
+                rows = (await conn.execute(stmt)).all()
+            except exc.SQLAlchemyError as error:
+                raise store_error("iterating row state keys", error) from error
+            if not rows:
+                return
+            refs = [(SyncKey(key), row_id) for key, row_id in rows]
+            yield refs
+            if len(rows) < batch:
+                return
+            after = refs[-1][0]
 
     async def iter_row_states(
         self,

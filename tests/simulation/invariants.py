@@ -394,6 +394,11 @@ async def model_checks(sim: Sim, stats: Counter[str]) -> list[Violation]:
                 )
                 continue
             beaten = [by_seq[s] for s in last.unsynced if s in by_seq]
+            # An edit that had already lost a conflict (journaled) is settled, not unseen: the
+            # delete that follows does not have to yield to it.
+            settled = [w for w in beaten if loser_journaled(entity, w.field, w.value)]
+            stats["edit_lost_conflict_then_deleted"] += len(settled)
+            beaten = [w for w in beaten if w not in settled]
             unexplained = [w for w in beaten if not races.write(w, entity)]
             stats["lost_raced"] += len(beaten) - len(unexplained)
             if unexplained:

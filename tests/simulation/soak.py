@@ -7,7 +7,7 @@ failing seeds, then writes every figure to bench/results/reliability.json and pr
 table. Exit status 1 if any invariant is violated in a way no known engine bug explains, a
 planted bug goes uncaught, or a re-run traces differently.
 
-    python -m tests.simulation.soak --seeds 2000
+    python -m tests.simulation.soak --seeds 2000 --workers 2
     python -m tests.simulation.soak --seeds 200 --start 5000 --planted-trials 5
     python -m tests.simulation.soak --trace-hash 17        # print one seed's trace hash
 """
@@ -15,12 +15,15 @@ planted bug goes uncaught, or a re-run traces differently.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ from daemon import mutants
 from tests.simulation import runner
 from tests.simulation import schedule as sch
 from tests.simulation.invariants import FIXED_BUGS, KNOWN_BUGS
+from tests.simulation.sim import SimResult
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "bench" / "results" / "reliability.json"
@@ -95,11 +99,30 @@ async def planted_bugs(trials: int, start: int, max_seeds: int) -> dict[str, Any
     return {"caught": f"{caught}/{len(per)}", "per_bug": per}
 
 
+def _run_part(seeds: list[int], concurrency: int) -> list[SimResult]:
+    """One worker process's share of the seeds (results are plain, picklable data)."""
+    runner.quiet()
+    return anyio.run(functools.partial(runner.run_seeds, seeds, concurrency=concurrency))
+
+
+async def run_all(seeds: list[int], *, workers: int, concurrency: int) -> list[SimResult]:
+    """Every seed, spread over `workers` processes (each seed is deterministic on its own,
+    so where it runs does not change its trace); results in seed order."""
+    if workers <= 1:
+        return await runner.run_seeds(seeds, concurrency=concurrency)
+    parts = [seeds[i::workers] for i in range(workers)]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_run_part, part, concurrency) for part in parts]
+        done = await anyio.to_thread.run_sync(lambda: [f.result() for f in futures])
+    by_seed = {r.scenario.seed: r for part in done for r in part}
+    return [by_seed[s] for s in seeds]
+
+
 async def soak(args: argparse.Namespace) -> int:
     runner.quiet()
     seeds = list(range(args.start, args.start + args.seeds))
     started = time.perf_counter()
-    results = await runner.run_seeds(seeds, concurrency=args.concurrency)
+    results = await run_all(seeds, workers=args.workers, concurrency=args.concurrency)
     fig = runner.figures(results, wall_seconds=time.perf_counter() - started)
     hashes = {r.scenario.seed: r.trace_hash for r in results}
     step = max(1, len(seeds) // max(1, round(len(seeds) * args.rerun_share)))
@@ -136,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=1000, help="how many seeds (default 1000)")
     p.add_argument("--start", type=int, default=1, help="first seed (default 1)")
     p.add_argument("--concurrency", type=int, default=4, help="worlds run at once")
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the seeds (e.g. one per CPU)"
+    )
     p.add_argument("--rerun-share", type=float, default=0.02, help="share of seeds re-run")
     p.add_argument("--planted-trials", type=int, default=3, help="trials per planted bug (0: skip)")
     p.add_argument("--planted-max-seeds", type=int, default=200)

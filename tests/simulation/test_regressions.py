@@ -15,8 +15,10 @@ import pytest
 from tests.simulation.invariants import FIXED_BUGS
 from tests.simulation.runner import run_scenario
 from tests.simulation.schedule import (
+    Advance,
     AppDelete,
     AppEdit,
+    Concurrent,
     Crash,
     Cycle,
     EmptyFullListing,
@@ -206,3 +208,70 @@ async def test_empty_full_listing_trips_the_breaker_without_delete_candidates() 
     )
     steps = (EmptyFullListing(dt=30.0), EmptyFullListing(dt=30.0))
     await _assert_clean(Scenario(737, params, steps), "empty-listing-breaker")
+
+
+async def test_edit_of_a_row_whose_echo_was_not_read_is_not_a_blind_partial_push() -> None:
+    """Seed 20212, shrunk: a local row is pushed (insert) and, before its echo is read, the
+    app edits it while a person deletes it in Coda. A partial upsert re-created the row with
+    three columns under an id we could not compare (we never read the first one), and the
+    blanks were pulled into SQL. Now the key is read by key (latest) before such a push: the
+    row is gone, so the local edit re-inserts it whole (edit beats delete, journaled)."""
+    params = SimParams(
+        coda_rows=12,
+        local_rows=7,
+        page_size=10,
+        upsert_batch_rows=100,
+        apply_delay=0.0,
+        apply_jitter=0.0,
+        read_lag=1.0,
+        lag_jitter=2.0,
+        skew=1.0,
+        tie_break="local",
+        full_resync_seconds=300.0,
+        max_delete_share=1.0,
+    )
+    steps = (
+        Cycle(dt=30.0),
+        AppEdit(
+            377637,
+            (("hours", 108.5), ("activity", "act 20212.9"), ("tags", ["конференция"])),
+            backdate=220.74,
+        ),
+        Concurrent(at=2, action=PersonDelete(690852)),
+        Lag(seconds=0.0, jitter=0.0),
+        Cycle(dt=30.0),
+    )
+    await _assert_clean(Scenario(20212, params, steps), "partial-upsert-recreates-deleted-row")
+
+
+async def test_delete_after_a_journaled_conflict_is_not_an_unseen_edit() -> None:
+    """Seed 20494, shrunk (an oracle fix, no engine change): the app and a person edit the
+    same comment within the skew band; the tie goes to the app and the person's value is
+    journaled; then the app deletes the row while our write is still in flight. The person's
+    edit lost a conflict before the delete, so the delete need not yield to it."""
+    params = SimParams(
+        coda_rows=14,
+        local_rows=1,
+        page_size=500,
+        upsert_batch_rows=2,
+        apply_delay=1.0,
+        apply_jitter=2.0,
+        read_lag=1.0,
+        lag_jitter=0.0,
+        skew=4.5,
+        tie_break="local",
+        full_resync_seconds=300.0,
+        max_delete_share=1.0,
+        retry_after_header=True,
+    )
+    steps = (
+        PersonDelete(964852),
+        Cycle(dt=30.0),
+        AppEdit(177438, (("comment", "c20494.8"),)),
+        Advance(dt=4.0),
+        PersonEdit(177438, (("comment", "c20494.7"),)),
+        Cycle(dt=30.0),
+        AppDelete(553674),
+    )
+    result = await run_scenario(Scenario(20494, params, steps))
+    assert not result.violations, [str(v) for v in result.violations]
