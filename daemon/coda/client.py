@@ -252,6 +252,8 @@ class CodaClient:
         t = self.settings.timeout_seconds
         self._timeout = httpx.Timeout(connect=min(t, 10.0), read=t, write=t, pool=t)
         self.stats = ClientStats()
+        self._quiet_until = 0.0
+        """Monotonic time before which no request is sent (the last Retry-After)."""
 
     def __repr__(self) -> str:
         return f"CodaClient(base_url={self._base_url!r}, token=***)"
@@ -362,6 +364,16 @@ class CodaClient:
         attempt = 0
         while True:
             attempt += 1
+            hold = self._quiet_until - self._clock.monotonic()
+            if hold > self.settings.max_retry_elapsed_seconds:
+                raise CodaRateLimited(
+                    f"Coda asked for a pause of {hold:.0f} s more (Retry-After); not sent",
+                    method=method,
+                    path=path,
+                    retry_after_seconds=hold,
+                )
+            if hold > 0:  # a 429's Retry-After binds every request of this token, not one
+                await self._clock.sleep(hold)
             waited = await self._limiter.acquire(cls)  # NB: not `x += await ...` (lost update)
             self.stats.limiter_wait_seconds += waited
             payload, failure = await self._send_once(method, path, cls, params, body, headers)
@@ -376,6 +388,12 @@ class CodaClient:
                 if mutants.on("ignore_retry_after")  # planted bug (tests only)
                 else failure.retry_after_seconds,
             )
+            if failure.retry_after_seconds is not None and not mutants.on("ignore_retry_after"):
+                # Also when this call gives up: the next call (another mutation's status,
+                # the listing after a failed settle) must not go out before Coda allows it.
+                self._quiet_until = max(
+                    self._quiet_until, self._clock.monotonic() + failure.retry_after_seconds
+                )
             elapsed = self._clock.monotonic() - first_try_at
             if not failure.retryable or not self._budget.allows(
                 attempts=attempt, elapsed_seconds=elapsed, next_delay_seconds=pause

@@ -417,6 +417,35 @@ async def test_a_retry_after_beyond_the_elapsed_budget_is_not_waited_out() -> No
 
 
 @pytest.mark.anyio
+async def test_a_retry_after_binds_the_next_call_too() -> None:
+    """A call gives up on 429s with Retry-After: 2; the NEXT call (another endpoint) waits
+    those 2 s before it is sent, and one past the elapsed budget is not sent at all."""
+    clock = FakeClock()
+    with respx.mock(base_url=BASE, assert_all_called=True) as router:
+        router.get("/whoami").mock(return_value=httpx.Response(429, headers={"Retry-After": "2"}))
+        other = router.get("/mutationStatus/r-1").mock(
+            return_value=httpx.Response(200, json={"completed": True})
+        )
+        async with httpx.AsyncClient() as http:
+            client = make_client(http, clock)
+            with pytest.raises(CodaRateLimited):
+                await client.whoami()
+            before = len(clock.sleeps)
+            await client.mutation_status("r-1")
+            assert clock.sleeps[before:] == [2.0]
+            assert other.call_count == 1
+
+            router.get("/whoami").mock(
+                return_value=httpx.Response(429, headers={"Retry-After": "600"})
+            )
+            with pytest.raises(CodaRateLimited):
+                await client.whoami()
+            with pytest.raises(CodaRateLimited, match="pause of 600 s more"):
+                await client.mutation_status("r-1")
+            assert other.call_count == 1  # refused before sending
+
+
+@pytest.mark.anyio
 async def test_503_twice_then_200_succeeds_with_three_requests() -> None:
     """5xx is retried with backoff; all three requests are counted."""
     clock = FakeClock()

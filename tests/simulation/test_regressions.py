@@ -22,6 +22,7 @@ from tests.simulation.schedule import (
     Crash,
     Cycle,
     EmptyFullListing,
+    Fault,
     Lag,
     PersonDelete,
     PersonEdit,
@@ -274,4 +275,30 @@ async def test_delete_after_a_journaled_conflict_is_not_an_unseen_edit() -> None
         AppDelete(553674),
     )
     result = await run_scenario(Scenario(20494, params, steps))
+    assert not result.violations, [str(v) for v in result.violations]
+
+
+async def test_a_retry_after_holds_back_the_next_call_after_a_give_up() -> None:
+    """Seed 30375, shrunk: three 503s spend most of a call's retry budget, then 429s with
+    Retry-After 3 make it give up; the cycle's next request went out at once. Retry-After
+    binds every request of the token, so the next one waits."""
+    params = SimParams(
+        coda_rows=15,
+        local_rows=3,
+        page_size=500,
+        upsert_batch_rows=100,
+        apply_delay=10.0,
+        read_lag=3.0,
+        skew=-1.0,
+        tie_break="local",
+        full_resync_seconds=900.0,
+        max_delete_share=0.5,
+    )
+    steps = (
+        Cycle(dt=90.0),
+        Fault(label="http_503", count=3),
+        Fault(label="rate_limit_retry_after", count=3),
+        Cycle(dt=30.0),
+    )
+    result = await run_scenario(Scenario(30375, params, steps))
     assert not result.violations, [str(v) for v in result.violations]
