@@ -959,8 +959,11 @@ class Engine:
 
     async def _recheck_phase(self, ctx: _Cycle) -> None:
         b = self.binding
+        # Keys this cycle already decided and queued for Coda still carry their old recheck
+        # flag until the flush records the write: deciding them again would queue them twice.
+        queued = {kp.key for kp, _, _, _ in ctx.outbox} | {key for key, _ in ctx.deletes_out}
         async with self.store.connect() as conn:
-            keys = await self.repo.keys_to_recheck(conn, b.name)
+            keys = [k for k in await self.repo.keys_to_recheck(conn, b.name) if k not in queued]
             states = await self.repo.get_row_states(conn, b.name, keys[:RECHECK_BUDGET])
         ready = [
             s

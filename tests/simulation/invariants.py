@@ -237,7 +237,10 @@ def engine_writes(sim: Sim) -> list[EngineWrite]:
             for row in body.get("rows", []):
                 cells = {c["column"]: c["value"] for c in row.get("cells", [])}
                 key = str(cells.get("c-SyncKey01", ""))
-                keys[key] = {coda_to_local[c] for c in cells if c in coda_to_local}
+                # (a key twice in one batch: both rows are applied, in order)
+                keys.setdefault(key, set()).update(
+                    c2l for c in cells if (c2l := coda_to_local.get(c))
+                )
         elif e.method == "PUT":
             kind = "key"
             row_ids.add(e.path.rsplit("/", 1)[-1])
@@ -631,6 +634,16 @@ def rails(sim: Sim) -> list[Violation]:
     out: list[Violation] = []
     trace = sim.trace
     for i, e in enumerate(trace):
+        if e.method == "POST" and e.body and not e.fault:
+            sent = Counter(
+                str(c["value"])
+                for row in e.body.get("rows", [])
+                for c in row.get("cells", [])
+                if c["column"] == "c-SyncKey01"
+            )
+            twice = sorted(k for k, n in sent.items() if n > 1)
+            if twice:
+                out.append(_v("I8", f"key {_short(twice[0])} twice in one upsert at t={e.t:.1f}"))
         if e.status == 429 and e.fault is None and e.transport is None:
             out.append(_v("I10", f"Coda's rate limiter refused a {e.access} at t={e.t:.1f}"))
         if e.status == 429 and e.retry_after and e.transport is None and i + 1 < len(trace):

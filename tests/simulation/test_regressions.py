@@ -18,6 +18,7 @@ from tests.simulation.schedule import (
     Advance,
     AppDelete,
     AppEdit,
+    AppInsert,
     Concurrent,
     Crash,
     Cycle,
@@ -26,6 +27,7 @@ from tests.simulation.schedule import (
     Lag,
     PersonDelete,
     PersonEdit,
+    PersonInsert,
     Scenario,
     SimParams,
 )
@@ -301,4 +303,60 @@ async def test_a_retry_after_holds_back_the_next_call_after_a_give_up() -> None:
         Cycle(dt=30.0),
     )
     result = await run_scenario(Scenario(30375, params, steps))
+    assert not result.violations, [str(v) for v in result.violations]
+
+
+async def test_a_key_decided_in_the_remote_phase_is_not_rechecked_and_queued_again() -> None:
+    """Seed 30757, shrunk: a key carrying a recheck flag is decided by the full scan's
+    listing and queued for Coda; the recheck phase, which runs before the flush, still saw
+    the flag and queued it again: one upsert held the key twice (I8), and the second row hid
+    the first's columns from the race analysis."""
+    person = (
+        ("employee_email", "olga.popova@example.com"),
+        ("email", "olga.popova@example.com"),
+        ("comment", "c30757.19"),
+        ("activity", "act 30757.20"),
+        ("hours", 721.5),
+        ("role", "Спикер"),
+        ("confirmed", False),
+        ("activity_date", "2024-01-12"),
+        ("tags", ["конференция", "обучение"]),
+    )
+    params = SimParams(
+        coda_rows=11,
+        local_rows=7,
+        page_size=10,
+        upsert_batch_rows=5,
+        apply_delay=20.0,
+        read_lag=3.0,
+        lag_jitter=2.0,
+        skew=-12.0,
+        tie_break="remote",
+        full_resync_seconds=3600.0,
+        max_delete_share=1.0,
+    )
+    steps = (
+        Cycle(dt=1.0),
+        PersonInsert(tuple((c, v) for c, v in person if c != "comment") + (("comment", "c2"),)),
+        AppInsert(
+            key="600e7d89-d5bf-48e3-b28a-197720b3ebba",
+            values=tuple((c, v) for c, v in person if c != "activity_date")
+            + (("activity_date", datetime.date(2025, 8, 4)),),
+        ),
+        PersonDelete(402329),
+        Crash(point="before-save-token", nth=1),
+        PersonInsert(person),
+        Cycle(dt=1.0),
+        AppDelete(863859),
+        Cycle(dt=5.0),
+        AppEdit(66845, (("hours", 527.5), ("comment", "c30757.27"))),
+        Cycle(dt=5.0),
+        PersonDelete(679873),
+        Crash(point="inside-local-transaction", nth=1),
+        Cycle(dt=90.0),
+        Lag(seconds=0.0, jitter=0.0),
+        Concurrent(at=2, action=PersonEdit(424859, (("comment", "c30757.28"),))),
+        Cycle(dt=30.0, full=True),
+    )
+    result = await run_scenario(Scenario(30757, params, steps))
     assert not result.violations, [str(v) for v in result.violations]
