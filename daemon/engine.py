@@ -153,6 +153,8 @@ class _Cycle:
     handled: set[str] = field(default_factory=set)
     seen_row_ids: set[str] = field(default_factory=set)
     seen_keys: set[str] = field(default_factory=set)
+    decided: dict[str, str] = field(default_factory=dict)
+    """Key -> Coda row id of every observation this cycle's listing already decided."""
     outbox: list[tuple[KeyPlan, RowState | None, str | None, datetime | None]] = field(
         default_factory=list
     )
@@ -393,6 +395,11 @@ class Engine:
         changed: list[RowState] = []  # deferred (recheck) and echoed states
         revived: list[Conflict] = []
         for skey, (raw, values) in observations.items():
+            if ctx.decided.get(skey) == raw.id:
+                # Offset paging shifted under a concurrent delete: the same row on a second
+                # page. Decided once already (and maybe queued); deciding again queues twice.
+                continue
+            ctx.decided[skey] = raw.id
             updated = parse_coda_time(raw.updated_at)
             ctx.handled.add(skey)
             state = states.get(skey)

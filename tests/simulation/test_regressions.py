@@ -360,3 +360,37 @@ async def test_a_key_decided_in_the_remote_phase_is_not_rechecked_and_queued_aga
     )
     result = await run_scenario(Scenario(30757, params, steps))
     assert not result.violations, [str(v) for v in result.violations]
+
+
+async def test_a_row_listed_twice_by_offset_paging_is_decided_once() -> None:
+    """Seed 123, shrunk: a person deletes a row while a full scan pages through the table
+    (5 rows a page); offset paging shifts and the next page repeats a row the previous one
+    had. It was decided twice, so one upsert carried its key twice (I8)."""
+    params = SimParams(
+        coda_rows=9,
+        local_rows=3,
+        page_size=5,
+        upsert_batch_rows=100,
+        apply_delay=1.0,
+        read_lag=0.0,
+        skew=1.0,
+        tie_break="remote",
+        full_resync_seconds=3600.0,
+        max_delete_share=0.5,
+        retry_after_header=True,
+    )
+    steps = (
+        Cycle(dt=30.0),
+        AppEdit(223218, (("comment", "c123.6"),)),
+        Cycle(dt=30.0),
+        PersonEdit(741442, (("activity_date", "2024-09-09"),)),
+        PersonEdit(322341, (("hours", 609.0),)),
+        Cycle(dt=1.0),
+        Concurrent(at=1, action=PersonDelete(209960)),
+        AppEdit(746414, (("comment", "c123.11"), ("activity", "act 123.12"))),
+        Concurrent(at=2, action=PersonEdit(351088, (("hours", 214.0),))),
+        Cycle(dt=30.0, full=True),
+        Cycle(dt=30.0),
+    )
+    result = await run_scenario(Scenario(123, params, steps))
+    assert not result.violations, [str(v) for v in result.violations]
