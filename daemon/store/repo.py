@@ -248,25 +248,10 @@ class StateRepo(JournalOps):
     ) -> AsyncIterator[list[tuple[SyncKey, str | None]]]:
         """(sync key, Coda row id) of the row states `iter_row_states` yields, in the same
         order: two short columns, nothing to decode (a full scan looks for unlisted keys)."""
-        after: str | None = None
-        while True:
-            stmt = sa.select(_ROW.c.sync_key, _ROW.c.coda_row_id).where(_ROW.c.binding == binding)
-            if not include_detached:
-                stmt = stmt.where(_ROW.c.detached.is_(False))
-            if after is not None:
-                stmt = stmt.where(_ROW.c.sync_key > after)
-            stmt = stmt.order_by(_ROW.c.sync_key).limit(batch)
-            try:
-                rows = (await conn.execute(stmt)).all()
-            except exc.SQLAlchemyError as error:
-                raise store_error("iterating row state keys", error) from error
-            if not rows:
-                return
-            refs = [(SyncKey(key), row_id) for key, row_id in rows]
-            yield refs
-            if len(rows) < batch:
-                return
-            after = refs[-1][0]
+        columns = (_ROW.c.sync_key, _ROW.c.coda_row_id)
+        pages = _keyset_pages(conn, columns, binding, batch, include_detached, "row state keys")
+        async for rows in pages:
+            yield [(SyncKey(key), row_id) for key, row_id in rows]
 
     async def iter_row_states(
         self,
@@ -277,25 +262,9 @@ class StateRepo(JournalOps):
         include_detached: bool = True,
     ) -> AsyncIterator[list[RowState]]:
         """Every row state of `binding` in key order, `batch` at a time (keyset pagination)."""
-        after: str | None = None
-        while True:
-            stmt = sa.select(_ROW).where(_ROW.c.binding == binding)
-            if not include_detached:
-                stmt = stmt.where(_ROW.c.detached.is_(False))
-            if after is not None:
-                stmt = stmt.where(_ROW.c.sync_key > after)
-            stmt = stmt.order_by(_ROW.c.sync_key).limit(batch)
-            try:
-                rows = (await conn.execute(stmt)).all()
-            except exc.SQLAlchemyError as error:
-                raise store_error("iterating row states", error) from error
-            if not rows:
-                return
-            states = [_row_state(r) for r in rows]
-            yield states
-            if len(rows) < batch:
-                return
-            after = states[-1].key
+        pages = _keyset_pages(conn, tuple(_ROW.c), binding, batch, include_detached, "row states")
+        async for rows in pages:
+            yield [_row_state(r) for r in rows]
 
     @wrap_errors("counting row states")
     async def count_row_states(
@@ -504,3 +473,32 @@ class StateRepo(JournalOps):
             )
         )
         return result.rowcount
+
+
+async def _keyset_pages(
+    conn: AsyncConnection,
+    columns: Sequence[sa.ColumnElement[Any]],
+    binding: str,
+    batch: int,
+    include_detached: bool,
+    what: str,
+) -> AsyncIterator[Sequence[sa.Row[Any]]]:
+    """`columns` of the row states of `binding` in key order, `batch` rows at a time."""
+    after: str | None = None
+    while True:
+        stmt = sa.select(*columns).where(_ROW.c.binding == binding)
+        if not include_detached:
+            stmt = stmt.where(_ROW.c.detached.is_(False))
+        if after is not None:
+            stmt = stmt.where(_ROW.c.sync_key > after)
+        stmt = stmt.order_by(_ROW.c.sync_key).limit(batch)
+        try:
+            rows = (await conn.execute(stmt)).all()
+        except exc.SQLAlchemyError as error:
+            raise store_error(f"iterating {what}", error) from error
+        if not rows:
+            return
+        yield rows
+        if len(rows) < batch:
+            return
+        after = rows[-1].sync_key
