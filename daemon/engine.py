@@ -882,18 +882,24 @@ class Engine:
         if not candidates:
             return {}
         # (An empty listing never gets here: _empty_listing_breaker stops the cycle.)
-        # The same share as the plan's guard (known row states), so that a delete the guard
-        # lets through has always been confirmed by a 404 first.
-        many = len(candidates) > reconcile.allowed_deletes(await self._delete_policy())
+        locals_: dict[SyncKey, SideState] = {}
+        for cand in candidates:
+            prev = inputs.get(cand.key)
+            locals_[cand.key] = prev.local if prev else await self._read_local(ctx, cand)
+        # Only candidates whose local row is unchanged would become local deletes. If more of
+        # them than the plan's guard allows (the same share of known row states), they go in
+        # unconfirmed and the guard refuses them all (the reads are saved); otherwise each is
+        # confirmed by a 404 first. Counting every candidate instead let a few unconfirmed
+        # deletes through when others (keys never inserted, local edits) inflated the count.
+        deletable = [c for c in candidates if self._same_as_base(locals_[c.key], c)]
+        many = len(deletable) > reconcile.allowed_deletes(await self._delete_policy())
         out: dict[SyncKey, RowState] = {}
         for cand in candidates:
             out[cand.key] = cand
-            prev = inputs.get(cand.key)
-            local = prev.local if prev else await self._read_local(ctx, cand)
+            local = locals_[cand.key]
             remote: SideState
             if many:
-                # Too many to confirm one by one: the guard refuses the deletes (save the
-                # reads); a local edit or delete is planned as if Coda were unchanged.
+                # A local edit or delete is planned as if Coda were unchanged.
                 remote = ABSENT if self._same_as_base(local, cand) else None
             else:
                 remote = await self._confirm_gone(cand)  # None: still there, unchanged

@@ -394,3 +394,34 @@ async def test_a_row_listed_twice_by_offset_paging_is_decided_once() -> None:
     )
     result = await run_scenario(Scenario(123, params, steps))
     assert not result.violations, [str(v) for v in result.violations]
+
+
+async def test_few_unconfirmed_deletes_never_slip_under_the_guard() -> None:
+    """Seed 3268 of the 10,000-seed soak, shrunk (a regression of releasing intents): after a
+    crash three never-sent inserts are released, so a full scan sees them as unlisted keys,
+    next to one row that a person's edit moved past the offset paging. Four candidates were
+    "too many to confirm", so the unchanged one went in as deleted unconfirmed, and being
+    one delete it passed the guard: a phantom delete of a live row."""
+    params = SimParams(
+        coda_rows=14,
+        local_rows=3,
+        page_size=5,
+        upsert_batch_rows=5,
+        apply_delay=3.0,
+        apply_jitter=2.0,
+        read_lag=0.0,
+        skew=0.0,
+        tie_break="remote",
+        full_resync_seconds=900.0,
+        max_delete_share=0.2,
+        retry_after_header=True,
+    )
+    steps = (
+        Crash(point="after-intent-commit", nth=1),
+        Cycle(dt=5.0),
+        Fault(label="http_503", count=1),
+        Concurrent(at=3, action=PersonEdit(687775, (("activity", "act 3268.21"),))),
+        Cycle(dt=30.0, full=True),
+    )
+    result = await run_scenario(Scenario(3268, params, steps))
+    assert not result.violations, [str(v) for v in result.violations]
