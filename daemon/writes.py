@@ -45,7 +45,6 @@ from daemon.store.repo import (
     QuarantineItem,
     RowState,
     StateRepo,
-    values_from_json,
     values_to_json,
 )
 
@@ -374,41 +373,21 @@ class Writer:
         self.stats.confirmed += 1
 
     async def resend(self, m: Mutation) -> None:
-        """Send a recorded write again (after a crash, a loss or a timeout)."""
+        """Send a recorded key write-back again (after a crash, a loss or a timeout).
+
+        Only key write-backs are resent: they touch nothing but the key cell. Upserts and
+        deletes are released instead (`release`)."""
+        assert m.kind is MutationKind.KEY, m.kind
         self.stats.resent += 1
         payload = m.payload or {}
-        if m.kind is MutationKind.UPSERT:
-            rows = rows_from_payload(payload)
-            if not rows:
-                async with self.store.begin() as conn:
-                    await self.repo.mark_lost(conn, [m.id])
-                return
-            rows = await self._still_pending(m.id, rows)
-            if not rows:
-                # Every key was released (its echo was read): resending would put old values
-                # back over newer edits, so the write is done.
-                async with self.store.begin() as conn:
-                    await self.repo.mark_confirmed(conn, [m.id], at=self.clock.now())
-                return
-            await self.send_upserts(m.id, rows)
-        elif m.kind is MutationKind.DELETE:
-            row_ids = [str(r) for r in payload.get("row_ids", [])]
-            if row_ids:
-                await self.send_deletes(m.id, row_ids)
-            else:
-                async with self.store.begin() as conn:
-                    await self._confirm(conn, m)
-        elif m.kind is MutationKind.KEY:
-            key, row_id = SyncKey(str(payload["key"])), str(payload["row_id"])
-            # Sent before: if the key is in the row already, a mutationStatus that keeps
-            # answering 404 must not make us PUT it again every few minutes, forever.
-            if m.state is MutationState.SENT and await self._key_landed(key, row_id):
-                async with self.store.begin() as conn:
-                    await self._confirm(conn, m)
-                return
-            await self.send_key(m.id, key, row_id)
-        else:  # pragma: no cover - no other kind is ever recorded
-            raise AssertionError(m.kind)
+        key, row_id = SyncKey(str(payload["key"])), str(payload["row_id"])
+        # Sent before: if the key is in the row already, a mutationStatus that keeps
+        # answering 404 must not make us PUT it again every few minutes, forever.
+        if m.state is MutationState.SENT and await self._key_landed(key, row_id):
+            async with self.store.begin() as conn:
+                await self._confirm(conn, m)
+            return
+        await self.send_key(m.id, key, row_id)
 
     async def _key_landed(self, key: SyncKey, row_id: str) -> bool:
         """Does Coda's row `row_id` carry `key` in the key column already? (one read)"""
@@ -421,18 +400,6 @@ class Writer:
             return normalize.canon_key(raw.values.get(b.coda_key_column, "")) == key
         except RowError:
             return False
-
-    async def _still_pending(
-        self, mutation_id: int, rows: Sequence[OutgoingRow]
-    ) -> list[OutgoingRow]:
-        """The rows whose key still waits on this mutation (not echoed, not superseded)."""
-        async with self.store.connect() as conn:
-            states = await self.repo.get_row_states(conn, self.binding.name, [r.key for r in rows])
-        return [
-            r
-            for r in rows
-            if (s := states.get(r.key)) is not None and s.pending_mutation_id == mutation_id
-        ]
 
     # --------------------------------------------------------------------- intents
 
@@ -504,15 +471,3 @@ def upsert_payload(rows: Sequence[OutgoingRow]) -> dict[str, Any]:
             for r in rows
         ]
     }
-
-
-def rows_from_payload(payload: Mapping[str, Any]) -> list[OutgoingRow]:
-    return [
-        OutgoingRow(
-            key=SyncKey(str(item["key"])),
-            write=values_from_json(item.get("write") or {}),
-            insert=bool(item.get("insert")),
-            new_base=values_from_json(item.get("base") or {}),
-        )
-        for item in payload.get("rows", [])
-    ]
