@@ -405,7 +405,7 @@ class Engine:
             state = states.get(skey)
             fate = moved.get(skey)
             if fate == "undecided":
-                continue  # listed again within REMOTE_OVERLAP: decided next cycle
+                continue  # stale snapshot: decided when a listing shows the row again
             if fate == "duplicate":
                 assert state is not None
                 reason = f"duplicate sync key {skey!r} (also row {state.coda_row_id})"
@@ -682,11 +682,14 @@ class Engine:
         todo = [r for r in batch if r.key not in ctx.handled]
         if not todo:
             return
+        name = self.binding.name
         async with self.store.connect() as conn:
-            heads, states = await self._local_states(ctx, conn, todo)
-        slow = [
-            r.key for r in todo if self._settled_local(ctx, r, heads.get(SyncKey(r.key))) is _SLOW
-        ]
+            heads = await self.repo.get_row_state_heads(conn, name, [r.key for r in todo])
+            settled = {r.key: self._settled_local(ctx, r, heads.get(SyncKey(r.key))) for r in todo}
+            slow = [key for key, verdict in settled.items() if verdict is _SLOW]
+            # full states (decoded bases) only where the head does not decide
+            with_state = [key for key in slow if SyncKey(key) in heads]
+            states = await self.repo.get_row_states(conn, name, with_state) if with_state else {}
         # Same read transaction as the heads: on SQLite the same snapshot, so the same rows.
         rows = await self.bound.get_rows(listing, slow) if slow else {}
         inputs: list[KeyInput] = []
@@ -695,7 +698,7 @@ class Engine:
         clean: list[str] = []
         for head in todo:
             key = SyncKey(head.key)
-            verdict = self._settled_local(ctx, head, heads.get(key))
+            verdict = settled[head.key]
             if verdict is _SLOW:
                 full = rows.get(head.key)
                 if full is None:
@@ -718,21 +721,6 @@ class Engine:
                 await self.repo.put_row_states(conn, deferred)
                 await self.repo.quarantine_clear(conn, self.binding.name, clean, side="local")
         await self._apply(ctx, inputs, states, {})
-
-    async def _local_states(
-        self, ctx: _Cycle, conn: Any, rows: Sequence[LocalRowHead]
-    ) -> tuple[dict[SyncKey, RowStateHead], dict[SyncKey, RowState]]:
-        """The state heads of `rows`, and the full states (decoded base) of those whose
-        verdict the head alone does not settle (see `_settled_local`)."""
-        heads = await self.repo.get_row_state_heads(conn, self.binding.name, [r.key for r in rows])
-        slow = [
-            r.key
-            for r in rows
-            if (head := heads.get(SyncKey(r.key))) is not None
-            and self._settled_local(ctx, r, head) is _SLOW
-        ]
-        states = await self.repo.get_row_states(conn, self.binding.name, slow) if slow else {}
-        return heads, states
 
     @staticmethod
     def _settled_local(ctx: _Cycle, row: LocalRowHead, head: RowStateHead | None) -> object:
@@ -891,7 +879,7 @@ class Engine:
         # unconfirmed and the guard refuses them all (the reads are saved); otherwise each is
         # confirmed by a 404 first. Counting every candidate instead let a few unconfirmed
         # deletes through when others (keys never inserted, local edits) inflated the count.
-        deletable = [c for c in candidates if self._same_as_base(locals_[c.key], c)]
+        deletable = {c.key for c in candidates if self._same_as_base(locals_[c.key], c)}
         many = len(deletable) > reconcile.allowed_deletes(await self._delete_policy())
         out: dict[SyncKey, RowState] = {}
         for cand in candidates:
@@ -900,7 +888,7 @@ class Engine:
             remote: SideState
             if many:
                 # A local edit or delete is planned as if Coda were unchanged.
-                remote = ABSENT if self._same_as_base(local, cand) else None
+                remote = ABSENT if cand.key in deletable else None
             else:
                 remote = await self._confirm_gone(cand)  # None: still there, unchanged
             inputs[cand.key] = KeyInput(key=cand.key, base=cand.base, local=local, remote=remote)
