@@ -73,6 +73,19 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str =
         time.sleep(0.05)
 
 
+def emulator_args(
+    *, seed_rows: int, token: str, read_lag: str, apply_delay: str = "0.3", seed: int | None = None
+) -> list[str]:
+    """Arguments of `coda-sync emulator` on an ephemeral loopback port."""
+    args = ["emulator", "--host", "127.0.0.1", "--port", "0", "--seed-rows", str(seed_rows)]
+    args += ["--token", token, "--apply-delay", apply_delay, "--read-lag", read_lag]
+    return args if seed is None else [*args, "--seed", str(seed)]
+
+
+EMULATOR_URL = r"emulator listening on (http://\S+)"
+"""The line the emulator prints once it listens (group 1: the API base URL)."""
+
+
 def example_config(edits: Mapping[str, str]) -> str:
     """config/coda-sync.toml with literal replacements (each must still be found)."""
     text = EXAMPLE_CONFIG.read_text(encoding="utf-8")

@@ -38,7 +38,7 @@ from daemon import config as config_mod
 from daemon.store.bound import BoundTable
 from daemon.store.db import open_store
 from tests.harness import sample_local_values
-from tests.processes import Proc, example_config, wait_until
+from tests.processes import EMULATOR_URL, Proc, emulator_args, example_config, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -55,26 +55,9 @@ class Chaos:
     def __init__(self, tmp_path: Path, rng: random.Random) -> None:
         self.rng = rng
         self.procs: list[Proc] = []
-        emulator = self._spawn(
-            [
-                "emulator",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--seed-rows",
-                str(SEED_ROWS),
-                "--token",
-                TOKEN,
-                "--apply-delay",
-                "0.3",
-                "--read-lag",
-                "0.2",
-                "--seed",
-                "7",
-            ]
-        )
-        url = emulator.wait_line(r"emulator listening on (http://\S+)").group(1)
+        args = emulator_args(seed_rows=SEED_ROWS, token=TOKEN, read_lag="0.2", seed=7)
+        emulator = self._spawn(args)
+        url = emulator.wait_line(EMULATOR_URL).group(1)
         self.emu = httpx.Client(base_url=url.removesuffix("/apis/v1"), trust_env=False, timeout=10)
         self.config = tmp_path / "coda-sync.toml"
         self.config.write_text(

@@ -33,7 +33,7 @@ from daemon import config as config_mod
 from daemon.store.bound import BoundTable
 from daemon.store.db import open_store
 from tests.harness import sample_local_values
-from tests.processes import Proc, example_config, wait_until
+from tests.processes import EMULATOR_URL, Proc, emulator_args, example_config, wait_until
 
 API_TOKEN = "e2e-coda-token"
 TRIGGER_TOKEN = "e2e-trigger-token"
@@ -50,24 +50,8 @@ class World:
         self.tmp_path = tmp_path
         self.interval_seconds = interval_seconds
         self.procs: list[Proc] = []
-        emulator = self.spawn(
-            [
-                "emulator",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--seed-rows",
-                str(SEED_ROWS),
-                "--token",
-                API_TOKEN,
-                "--apply-delay",
-                "0.3",
-                "--read-lag",
-                "0",
-            ]
-        )
-        self.api_url = emulator.wait_line(r"emulator listening on (http://\S+)").group(1)
+        emulator = self.spawn(emulator_args(seed_rows=SEED_ROWS, token=API_TOKEN, read_lag="0"))
+        self.api_url = emulator.wait_line(EMULATOR_URL).group(1)
         self.emu = httpx.Client(
             base_url=self.api_url.removesuffix("/apis/v1"), trust_env=False, timeout=10
         )

@@ -42,7 +42,7 @@ from daemon.emulator import DEFAULT_TOKEN
 from daemon.store.bound import BoundTable
 from daemon.store.db import Store, open_store
 from tests.harness import sample_local_values
-from tests.processes import Proc, example_config, wait_until
+from tests.processes import EMULATOR_URL, Proc, emulator_args, example_config, wait_until
 
 HA_SECONDS = float(os.environ.get("CODA_SYNC_HA_SECONDS", "120"))
 LEASE_SECONDS = 9.0
@@ -125,27 +125,11 @@ class HaWorld:
     def __init__(self, tmp_path: Path, pg_url: str) -> None:
         self.pg_url = pg_url
         self.rng = random.Random(20261126)
-        self.emulator = Proc(
-            [
-                sys.executable,
-                "-m",
-                "daemon",
-                "emulator",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--seed-rows",
-                str(SEED_ROWS),
-                "--token",
-                TOKENS["A"],
-                "--apply-delay",
-                "0.5",
-                "--read-lag",
-                "0.5",
-            ]
+        args = emulator_args(
+            seed_rows=SEED_ROWS, token=TOKENS["A"], read_lag="0.5", apply_delay="0.5"
         )
-        api_url = self.emulator.wait_line(r"emulator listening on (http://\S+)").group(1)
+        self.emulator = Proc([sys.executable, "-m", "daemon", *args])
+        api_url = self.emulator.wait_line(EMULATOR_URL).group(1)
         self.emu = httpx.Client(
             base_url=api_url.removesuffix("/apis/v1"), trust_env=False, timeout=10
         )
