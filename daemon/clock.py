@@ -14,6 +14,18 @@ import anyio
 import anyio.lowlevel
 
 
+def own_stamp(at: datetime) -> datetime:
+    """`at` moved by under a millisecond, to a microsecond ending in 997: the `updated_at` the
+    daemon stamps on the local rows it writes.
+
+    The engine tells its own writes from the app's by an equal stamp (see
+    `Engine._by_state`). An app whose clock counts whole milliseconds or coarser, or whose
+    clock runs behind ours, can stamp an edit with exactly the instant of our pull; this
+    stamp is one such a clock never produces, so the edit is compared, not skipped.
+    """
+    return at.replace(microsecond=at.microsecond - at.microsecond % 1000 + 997)
+
+
 class Clock(Protocol):
     """What the daemon needs to know about time."""
 

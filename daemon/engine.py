@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from daemon import mutants, normalize, reconcile
-from daemon.clock import Clock
+from daemon.clock import Clock, own_stamp
 from daemon.coda.client import CodaClient
 from daemon.coda.schema import RawRow
 from daemon.config import Binding, Settings
@@ -245,7 +245,7 @@ class Engine:
             bstate = await self.repo.get_binding_state(conn, self.binding.name)
             quarantined = await self.repo.quarantine_list(conn, self.binding.name)
         full_scan = full or self._full_due(bstate, started)
-        ctx = _Cycle(full_scan=full_scan, dry_run=dry_run, now=started)
+        ctx = _Cycle(full_scan=full_scan, dry_run=dry_run, now=own_stamp(started))
         ctx.quarantined = {q.item.ref for q in quarantined}
         if not dry_run:
             if full_scan:
@@ -746,9 +746,10 @@ class Engine:
             # and merges; planning with "Coda unchanged" here would drop that edit.
             return None
         if not ctx.full_scan and st.local_updated_at == updated_at == st.synced_at:
-            # The version the daemon itself wrote (a pull stamps both with the cycle's time),
-            # re-read only because of the overlap window. Rows the app wrote are always
-            # compared: a second app edit may carry the same (coarse) updated_at.
+            # The version the daemon itself wrote (a pull stamps both with the cycle's time,
+            # clock.own_stamp: an instant a coarse or lagging app clock never stamps), re-read
+            # only because of the overlap window. Rows the app wrote are always compared: a
+            # second app edit may carry the same (coarse) updated_at.
             return _CLEAN
         return _SLOW
 

@@ -68,7 +68,7 @@ import sqlalchemy as sa
 
 from daemon import normalize
 from daemon.check import open_client
-from daemon.clock import Clock, SystemClock
+from daemon.clock import Clock, SystemClock, own_stamp
 from daemon.coda.client import CodaClient
 from daemon.coda.schema import RawRow
 from daemon.config import DEFAULT_CONFIG_PATH, Binding, Settings
@@ -219,7 +219,7 @@ class _Importer:
         self.seen_nk: dict[tuple[object, ...], tuple[str, Mapping[str, Canon]]] = {}
         self.planned_keys: dict[str, str] = {}
         self.linked_rids: dict[str, str] = {}
-        self.now = clock.now()
+        self.now = own_stamp(clock.now())
         self._reader_cache: dict[int, list[tuple[str, str, Callable[[object], Canon]]]] = {}
 
     def _date_column(self, chosen: str | None) -> str | None:

@@ -425,3 +425,32 @@ async def test_few_unconfirmed_deletes_never_slip_under_the_guard() -> None:
     )
     result = await run_scenario(Scenario(3268, params, steps))
     assert not result.violations, [str(v) for v in result.violations]
+
+
+async def test_an_app_edit_stamped_at_the_instant_of_our_pull_is_pushed() -> None:
+    """Seed 6941 of the soak, shrunk: the app's clock runs 4.5 s behind ours, and the app edits
+    a row 4.5 s after our pull wrote it, so the edit carries exactly our pull's `updated_at`.
+    The engine took it for its own write (same stamp as the state's) and never compared it:
+    the edit reached Coda only at the next full scan. Our stamps now end in a microsecond no
+    coarse clock produces (`clock.own_stamp`)."""
+    params = SimParams(
+        coda_rows=8,
+        local_rows=6,
+        page_size=10,
+        upsert_batch_rows=100,
+        apply_delay=10.0,
+        apply_jitter=2.0,
+        read_lag=0.0,
+        skew=-4.5,
+        tie_break="remote",
+        max_delete_share=0.2,
+        retry_after_header=True,
+    )
+    steps = (
+        Cycle(dt=90.0),
+        PersonEdit(410988, (("hours", 802.0),)),
+        Advance(dt=4.0),
+        AppEdit(410988, (("hours", 503.0),)),
+    )
+    result = await run_scenario(Scenario(6941, params, steps))
+    assert not result.violations, [str(v) for v in result.violations]
