@@ -324,13 +324,7 @@ class Writer:
         async with self.store.begin() as conn:
             await self.repo.mark_lost(conn, [m.id])
             states = await self.repo.row_states_pending_on(conn, self.binding.name, m.id)
-            await self.repo.put_row_states(
-                conn,
-                [
-                    replace(s, pending_mutation_id=None, pending_values=None, recheck=True)
-                    for s in states
-                ],
-            )
+            await self.repo.put_row_states(conn, [released(s, m) for s in states])
         self.stats.released += 1
         log.info(
             "write %s (%s, %d rows) released: %s",
@@ -445,6 +439,30 @@ class Writer:
             )
         await self.repo.put_row_states(conn, new_states)
         return mid
+
+
+def released(state: RowState, m: Mutation) -> RowState:
+    """The state of a key whose write `m` is given up: marked for recheck, and its base.
+
+    The columns the upsert was to write go back to the last synced base (Coda may not hold
+    them). The others of its new base were already on both sides when it was decided: Coda's
+    values, pulled into the local row in the same transaction as the intent. They become the
+    base, or a later Coda edit that puts a column back to its old base value would look
+    unchanged, and the pulled value would be pushed over it.
+    """
+    out = replace(state, pending_mutation_id=None, pending_values=None, recheck=True)
+    if m.kind is not MutationKind.UPSERT or state.pending_values is None:
+        return out
+    rows = (m.payload or {}).get("rows", ())
+    row = next((r for r in rows if r.get("key") == state.key and not r.get("insert")), None)
+    if row is None:
+        return out  # an insert: nothing of it is known to be in Coda
+    written = set(row.get("write") or ())
+    base = dict(state.base)
+    base.update((c, v) for c, v in state.pending_values.items() if c not in written)
+    if base == state.base:
+        return out
+    return replace(out, base=base, base_hash=normalize.row_hash(base))
 
 
 def tombstone(state: RowState, until: datetime) -> RowState:

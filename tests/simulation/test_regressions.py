@@ -454,3 +454,34 @@ async def test_an_app_edit_stamped_at_the_instant_of_our_pull_is_pushed() -> Non
     )
     result = await run_scenario(Scenario(6941, params, steps))
     assert not result.violations, [str(v) for v in result.violations]
+
+
+async def test_a_released_write_keeps_the_values_it_pulled_as_the_base() -> None:
+    """Seed 6802 of the soak, shrunk: a cycle merges a person's edit (role pulled into SQL)
+    with an app edit (pushed), records the push and crashes before sending it. The released
+    key went back to its old base, so when the person then set the role back to that old
+    value, Coda looked unchanged and the pulled role was pushed over the person's edit. The
+    columns the write did not carry are now the base (they were on both sides)."""
+    params = SimParams(
+        coda_rows=10,
+        local_rows=0,
+        page_size=10,
+        upsert_batch_rows=100,
+        apply_delay=20.0,
+        apply_jitter=0.0,
+        read_lag=0.0,
+        skew=-12.0,
+        tie_break="remote",
+        max_delete_share=1.0,
+        retry_after_header=False,
+    )
+    steps = (
+        Crash(point="before-send", nth=1),
+        Cycle(dt=30.0),
+        AppEdit(729816, (("comment", "c6802.7"), ("confirmed", True))),
+        PersonEdit(888176, (("comment", "c6802.11"), ("role", "Спикер"))),
+        Cycle(dt=30.0),
+        PersonEdit(308806, (("hours", 423.5), ("role", "Организатор"))),
+    )
+    result = await run_scenario(Scenario(6802, params, steps))
+    assert not result.violations, [str(v) for v in result.violations]
