@@ -405,7 +405,12 @@ class Engine:
             state = states.get(skey)
             fate = moved.get(skey)
             if fate == "undecided":
-                continue  # stale snapshot: decided when a listing shows the row again
+                # Stale snapshot: the recheck phase reads the known row again (latest) each
+                # cycle until Coda answers; the sync token will not list this row again.
+                assert state is not None
+                changed.append(replace(state, recheck=True))
+                ctx.stats.deferred += 1
+                continue
             if fate == "duplicate":
                 assert state is not None
                 reason = f"duplicate sync key {skey!r} (also row {state.coda_row_id})"
@@ -858,6 +863,11 @@ class Engine:
             gone = states.get(SyncKey(key))
             if gone is None or gone.detached:
                 continue
+            if gone.recheck and gone.pending_mutation_id is None:
+                # A Coda observation of this key waits (a listing showed a version that could
+                # not be decided yet): planning the delete with "Coda unchanged" would delete
+                # an edit. The recheck phase decides it on a fresh read, this cycle.
+                continue
             if gone.pending_mutation_id is not None:
                 deferred.append(replace(gone, recheck=True))
                 continue
@@ -979,26 +989,47 @@ class Engine:
         inputs: list[KeyInput] = []
         seen: dict[SyncKey, tuple[str, datetime]] = {}
         cleared: list[RowState] = []
+        revived: list[Conflict] = []
         for s in ready:
             found = await self._recheck_one(ctx, s)
             if found is None:
                 continue  # not now: stays marked for the next cycle
-            item, remote_seen = found
+            item, remote_seen, settled = found
             if remote_seen is not None:
                 seen[s.key] = remote_seen
             ctx.stats.rechecked += 1
-            cleared.append(replace(s, recheck=False, fence_until=None))
+            if settled is not None:  # re-created on another row (see _recheck_one)
+                rule = ConflictRule.EDIT_BEATS_DELETE
+                conflict = Conflict(s.key, None, None, None, None, Side.LOCAL, rule, None, None)
+                revived.append(conflict)
+                cleared.append(settled)
+            else:
+                cleared.append(replace(s, recheck=False, fence_until=None))
             inputs.append(item)
-        async with self.store.begin() as conn:
-            await self.repo.put_row_states(conn, cleared)
+        ctx.stats.conflicts += len(revived)
+        # The flag is cleared with the decision's own effects (_apply), never before: a crash
+        # in between must leave the key marked, as the listing that saw its Coda edit is
+        # behind the saved sync token. deletes=True: the guard measures deletes decided here
+        # (a row gone on one side, held back from the delete phase) against every known row.
         await self._apply(
-            ctx, inputs, {s.key: replace(s, recheck=False, fence_until=None) for s in cleared}, seen
+            ctx,
+            inputs,
+            {s.key: s for s in cleared},
+            seen,
+            deletes=True,
+            cleared=cleared,
+            journal=revived,
         )
 
     async def _recheck_one(
         self, ctx: _Cycle, s: RowState
-    ) -> tuple[KeyInput, tuple[str, datetime] | None] | None:
-        """Both sides of one deferred key, read now; None when it cannot be decided yet."""
+    ) -> tuple[KeyInput, tuple[str, datetime] | None, RowState | None] | None:
+        """Both sides of one deferred key, read now; None when it cannot be decided yet.
+
+        The third item, when set, is the state to decide against instead of `s`: the key's
+        known row is gone (404) and the key lives on another row, which our partial upsert
+        re-created (see `_moved_rows`; a listing found it while the snapshot was stale).
+        """
         b = self.binding
         async with self.store.connect() as conn:
             row = (await self.bound.get_rows(conn, [s.key])).get(s.key)
@@ -1006,29 +1037,42 @@ class Engine:
             local = self._local_side(ctx, row, s)
         except _LocalRowBad:
             return None  # the app's row is unreadable (quarantined): wait until it is fixed
+        gone_id: str | None = None
         try:
-            if s.coda_row_id is not None:
-                raw: RawRow | None = await self.client.get_row(
-                    b.doc_id, b.table_id, s.coda_row_id, latest=True
-                )
-            else:
+            try:
+                raw: RawRow | None = None
+                if s.coda_row_id is not None:
+                    raw = await self.client.get_row(
+                        b.doc_id, b.table_id, s.coda_row_id, latest=True
+                    )
+                else:
+                    raw = await self._find_by_key(s.key)
+            except CodaNotFound:
+                gone_id = s.coda_row_id  # latest says no such row: is the key elsewhere?
                 raw = await self._find_by_key(s.key)
         except CodaBadRequest:
             return None  # snapshot still stale: next cycle
         except CodaNotFound:
             raw = None
-        if raw is None and s.coda_row_id is None and s.base:
-            # A synced key the latest doc version does not hold: its row was deleted in
-            # Coda (edit beats delete, or the delete propagates, as the plan decides).
-            return KeyInput(key=s.key, base=s.base, local=local, remote=ABSENT), None
-        if raw is None:  # not found: treat as unchanged; a full scan decides
-            return KeyInput(key=s.key, base=s.base, local=local, remote=None), None
+        if raw is None and s.base:
+            # A synced key the latest doc version does not hold (its row answers 404, or no
+            # row carries it): deleted in Coda. Edit beats delete, or the delete propagates,
+            # as the plan decides.
+            return KeyInput(key=s.key, base=s.base, local=local, remote=ABSENT), None, None
+        if raw is None:  # never synced and not in Coda: the local side decides
+            return KeyInput(key=s.key, base=s.base, local=local, remote=None), None, None
         values, errors = normalize.canon_row_from_coda(self._columns, raw.values)
         if errors:
             return None
         updated = parse_coda_time(raw.updated_at)
         remote = Version(values, updated)
-        return KeyInput(key=s.key, base=s.base, local=local, remote=remote), (raw.id, updated)
+        settled: RowState | None = None
+        base = s.base
+        if gone_id is not None and raw.id != gone_id:
+            settled = self._recreated_state(s, raw.id, values)
+            base = settled.base
+        item = KeyInput(key=s.key, base=base, local=local, remote=remote)
+        return item, (raw.id, updated), settled
 
     # ------------------------------------------------------------------ applying plans
 
@@ -1044,7 +1088,15 @@ class Engine:
         *,
         new_keys: Sequence[tuple[SyncKey, RawRow]] = (),
         deletes: bool = False,
+        cleared: Sequence[RowState] = (),
+        journal: Sequence[Conflict] = (),
     ) -> None:
+        """Plan `inputs`; apply the local effects now, queue the Coda writes for the flush.
+
+        `cleared`: states whose recheck flag this decision settles. Written in the same
+        transaction as the local effects; a key bound for Coda keeps its flag until the
+        flush records its intent (which writes the state `states` holds for it).
+        """
         if not inputs:
             return
         policy = await self._delete_policy() if deletes else self._policy(ctx)
@@ -1073,7 +1125,10 @@ class Engine:
             else:
                 local_only.append(kp)
         key_intents = {k for k, _ in new_keys}
+        to_coda = {kp.key for kp, _, _, _ in ctx.outbox}
         async with self.store.begin() as conn:
+            await self.repo.put_row_states(conn, [s for s in cleared if s.key not in to_coda])
+            await self.repo.journal_conflicts(conn, self.binding.name, journal, at=ctx.now)
             await self._apply_local(ctx, conn, local_only, states, seen, by_key, key_intents)
             for skey, raw in new_keys:
                 mid = await self.repo.create_mutation(

@@ -485,3 +485,140 @@ async def test_a_released_write_keeps_the_values_it_pulled_as_the_base() -> None
     )
     result = await run_scenario(Scenario(6802, params, steps))
     assert not result.violations, [str(v) for v in result.violations]
+
+
+async def test_an_app_delete_does_not_delete_a_coda_edit_waiting_for_a_recheck() -> None:
+    """Seed 1665 of the soak, shrunk: the app deletes a row while our push to it is in flight;
+    a person edits the row in Coda after that delete. The listing shows the edit while the
+    snapshot is stale, so the key is marked for recheck; the next cycle's delete phase took
+    the key's Coda side as unchanged and deleted the person's edit. Keys marked for recheck
+    are now left to the recheck phase, which reads Coda first (edit beats delete)."""
+    params = SimParams(
+        coda_rows=11,
+        local_rows=0,
+        page_size=500,
+        upsert_batch_rows=100,
+        apply_delay=0.0,
+        apply_jitter=2.0,
+        read_lag=0.0,
+        skew=-4.5,
+        tie_break="remote",
+        full_resync_seconds=300.0,
+        max_delete_share=0.5,
+        retry_after_header=False,
+    )
+    steps = (
+        Cycle(dt=30.0),
+        Lag(seconds=20.0, jitter=5.0),
+        AppEdit(534972, (("comment", "c1665.5"),)),
+        Cycle(dt=5.0, full=True),
+        Concurrent(at=3, action=PersonEdit(912839, (("comment", "c1665.15"),))),
+        AppDelete(174601),
+        Advance(dt=4.0),
+        PersonEdit(213145, (("comment", "c1665.16"),)),
+        Cycle(dt=30.0),
+    )
+    result = await run_scenario(Scenario(1665, params, steps))
+    assert not result.violations, [str(v) for v in result.violations]
+
+
+async def test_a_crash_while_applying_a_recheck_keeps_the_key_marked() -> None:
+    """Seed 8447 of the soak, shrunk: a listing shows a person's edit while the snapshot is
+    stale, so the key is marked for recheck (the sync token moves past the edit). The recheck
+    phase cleared the mark in its own transaction, then crashed inside the one applying the
+    decision: the edit was forgotten, and the app's edit pushed over it unjournaled. The mark
+    is now cleared in the decision's own transaction."""
+    params = SimParams(
+        coda_rows=14,
+        local_rows=1,
+        page_size=5,
+        upsert_batch_rows=5,
+        apply_delay=10.0,
+        apply_jitter=0.0,
+        read_lag=1.0,
+        lag_jitter=2.0,
+        skew=4.5,
+        tie_break="remote",
+        full_resync_seconds=900.0,
+        max_delete_share=0.2,
+        retry_after_header=True,
+    )
+    steps = (
+        EmptyFullListing(dt=30.0),
+        EmptyFullListing(dt=30.0),
+        AppEdit(382386, (("comment", "c8447.2"),)),
+        Cycle(dt=5.0),
+        Cycle(dt=5.0),
+        AppEdit(536454, (("comment", "c8447.4"),)),
+        Advance(dt=8.0),
+        PersonEdit(536454, (("comment", "c8447.3"),)),
+        Crash(point="inside-local-transaction", nth=2),
+        Concurrent(at=3, action=PersonDelete(503942)),
+        PersonEdit(307986, (("comment", "c8447.5"),)),
+        Cycle(dt=90.0),
+        Cycle(dt=30.0),
+    )
+    result = await run_scenario(Scenario(8447, params, steps))
+    assert not result.violations, [str(v) for v in result.violations]
+
+
+async def test_a_row_recreated_while_the_snapshot_was_stale_is_restored_without_a_full_scan() -> (
+    None
+):
+    """Seed 1107 of the soak, shrunk: a person deletes a row, the app edits it, and our
+    partial upsert re-creates it with just the comment. The listing that shows the key on its
+    new row could not read the old one (stale snapshot), and the sync token never lists the
+    row again: the blanked columns waited for the next full scan. The key is now marked for
+    recheck; the recheck phase reads the old row (404), finds the key's new row and restores
+    the other columns (edit beats delete, journaled)."""
+    params = SimParams(
+        coda_rows=19,
+        local_rows=6,
+        page_size=500,
+        upsert_batch_rows=100,
+        apply_delay=0.0,
+        apply_jitter=0.0,
+        read_lag=0.0,
+        lag_jitter=6.0,
+        skew=0.0,
+        tie_break="remote",
+        full_resync_seconds=300.0,
+        max_delete_share=1.0,
+        retry_after_header=True,
+    )
+    steps = (
+        EmptyFullListing(dt=30.0),
+        Cycle(dt=30.0),
+        PersonInsert(
+            (
+                ("employee_email", "john.smith@example.com"),
+                ("email", "john.smith@example.com"),
+                ("comment", "c1107.4"),
+                ("activity", "act 1107.5"),
+                ("hours", 407.0),
+                ("role", "Волонтёр"),
+                ("confirmed", True),
+                ("activity_date", "2024-06-15"),
+                ("tags", ["спорт"]),
+            )
+        ),
+        PersonDelete(125238),
+        AppDelete(786384),
+        AppEdit(571194, (("comment", "c1107.14"),)),
+        Cycle(dt=90.0),
+        PersonInsert(
+            (
+                ("employee_email", "maria.smirnova@example.com"),
+                ("email", "maria.smirnova@example.com"),
+                ("comment", "c1107.15"),
+                ("activity", "act 1107.16"),
+                ("hours", 318.5),
+                ("role", "Спикер"),
+                ("confirmed", False),
+                ("activity_date", "2024-11-05"),
+                ("tags", ["обучение"]),
+            )
+        ),
+    )
+    result = await run_scenario(Scenario(1107, params, steps))
+    assert not result.violations, [str(v) for v in result.violations]
