@@ -162,7 +162,16 @@ async def _local_ahead(sim: Sim) -> list[Violation]:
         return seq is not None and last_other.get((key, column, theirs), -1) < seq
 
     app_deleted = {d.ref for d in model.deletes if d.side == "local"}
-    person_deleted = {model.resolve(d.ref) for d in model.deletes if d.side == "remote"}
+    # A keyless row a person inserted and deleted: the engine may have read it (and given it
+    # a key, whose write-back then found no row) before the delete; only its state knows
+    # which key that was.
+    assigned = {s.coda_row_id: k for k, s in (await sim.row_states()).items() if s.coda_row_id}
+
+    def deleted_key(ref: str) -> str:
+        key = model.resolve(ref)
+        return assigned.get(key[4:], key) if key.startswith("row:") else key
+
+    person_deleted = {deleted_key(d.ref) for d in model.deletes if d.side == "remote"}
     races = Races(sim, engine_writes(sim))
     remote_misses = 0
     for key in sorted(set(coda) - set(local)):

@@ -656,6 +656,8 @@ class Sim:
             for w in mine
             if w.side == other_side
             and w.actor != "seed"
+            # a write of the value the field already held changes no content: no edit to sync
+            and w.prev != w.value
             and other.get(w.field) == w.value
             and deleted.get(w.field) != w.value
             # the deleting side never held it (nobody there overwrote it after it arrived)

@@ -456,37 +456,6 @@ async def test_an_app_edit_stamped_at_the_instant_of_our_pull_is_pushed() -> Non
     assert not result.violations, [str(v) for v in result.violations]
 
 
-async def test_a_released_write_keeps_the_values_it_pulled_as_the_base() -> None:
-    """Seed 6802 of the soak, shrunk: a cycle merges a person's edit (role pulled into SQL)
-    with an app edit (pushed), records the push and crashes before sending it. The released
-    key went back to its old base, so when the person then set the role back to that old
-    value, Coda looked unchanged and the pulled role was pushed over the person's edit. The
-    columns the write did not carry are now the base (they were on both sides)."""
-    params = SimParams(
-        coda_rows=10,
-        local_rows=0,
-        page_size=10,
-        upsert_batch_rows=100,
-        apply_delay=20.0,
-        apply_jitter=0.0,
-        read_lag=0.0,
-        skew=-12.0,
-        tie_break="remote",
-        max_delete_share=1.0,
-        retry_after_header=False,
-    )
-    steps = (
-        Crash(point="before-send", nth=1),
-        Cycle(dt=30.0),
-        AppEdit(729816, (("comment", "c6802.7"), ("confirmed", True))),
-        PersonEdit(888176, (("comment", "c6802.11"), ("role", "Спикер"))),
-        Cycle(dt=30.0),
-        PersonEdit(308806, (("hours", 423.5), ("role", "Организатор"))),
-    )
-    result = await run_scenario(Scenario(6802, params, steps))
-    assert not result.violations, [str(v) for v in result.violations]
-
-
 async def test_an_app_delete_does_not_delete_a_coda_edit_waiting_for_a_recheck() -> None:
     """Seed 1665 of the soak, shrunk: the app deletes a row while our push to it is in flight;
     a person edits the row in Coda after that delete. The listing shows the edit while the
@@ -519,6 +488,37 @@ async def test_an_app_delete_does_not_delete_a_coda_edit_waiting_for_a_recheck()
         Cycle(dt=30.0),
     )
     result = await run_scenario(Scenario(1665, params, steps))
+    assert not result.violations, [str(v) for v in result.violations]
+
+
+async def test_a_released_write_keeps_the_values_it_pulled_as_the_base() -> None:
+    """Seed 6802 of the soak, shrunk: a cycle merges a person's edit (role pulled into SQL)
+    with an app edit (pushed), records the push and crashes before sending it. The released
+    key went back to its old base, so when the person then set the role back to that old
+    value, Coda looked unchanged and the pulled role was pushed over the person's edit. The
+    columns the write did not carry are now the base (they were on both sides)."""
+    params = SimParams(
+        coda_rows=10,
+        local_rows=0,
+        page_size=10,
+        upsert_batch_rows=100,
+        apply_delay=20.0,
+        apply_jitter=0.0,
+        read_lag=0.0,
+        skew=-12.0,
+        tie_break="remote",
+        max_delete_share=1.0,
+        retry_after_header=False,
+    )
+    steps = (
+        Crash(point="before-send", nth=1),
+        Cycle(dt=30.0),
+        AppEdit(729816, (("comment", "c6802.7"), ("confirmed", True))),
+        PersonEdit(888176, (("comment", "c6802.11"), ("role", "Спикер"))),
+        Cycle(dt=30.0),
+        PersonEdit(308806, (("hours", 423.5), ("role", "Организатор"))),
+    )
+    result = await run_scenario(Scenario(6802, params, steps))
     assert not result.violations, [str(v) for v in result.violations]
 
 
@@ -621,4 +621,97 @@ async def test_a_row_recreated_while_the_snapshot_was_stale_is_restored_without_
         ),
     )
     result = await run_scenario(Scenario(1107, params, steps))
+    assert not result.violations, [str(v) for v in result.violations]
+
+
+async def test_an_app_write_of_the_value_a_field_already_holds_is_not_an_edit() -> None:
+    """Seed 1535 of the soak, shrunk (the oracle, not the engine): the app writes a row's tags
+    with the value they already hold, then a person deletes the row. The oracle counted that
+    write as an edit the deleting side had not seen ("edit must beat delete"), but it changes
+    no content, so a content-hash sync rightly sees no edit. It no longer counts."""
+    params = SimParams(
+        coda_rows=29,
+        local_rows=6,
+        page_size=5,
+        upsert_batch_rows=100,
+        apply_delay=20.0,
+        apply_jitter=8.0,
+        read_lag=3.0,
+        skew=-12.0,
+        tie_break="remote",
+        full_resync_seconds=300.0,
+        max_delete_share=1.0,
+        retry_after_header=False,
+    )
+    steps = (
+        Cycle(dt=30.0),
+        Cycle(dt=30.0),
+        PersonEdit(780213, (("tags", ["митап"]),)),
+        AppEdit(780213, (("tags", ["конференция"]),)),
+        PersonDelete(178948),
+    )
+    result = await run_scenario(Scenario(1535, params, steps))
+    assert not result.violations, [str(v) for v in result.violations]
+
+
+async def test_a_keyless_row_deleted_after_we_gave_it_a_key_is_a_coda_delete() -> None:
+    """Seed 1066 of the soak, shrunk (the oracle, not the engine): a person inserts a row
+    without a key and deletes it; a lagging listing still shows it, so the engine pulls it and
+    gives it a key (whose write-back finds no row). The oracle knew the deleted row only by
+    its id, so it reported the pulled row as "a local insert never pushed". Only a full scan
+    may conclude a Coda delete; the oracle now resolves the row id through the engine's state."""
+    params = SimParams(
+        coda_rows=10,
+        local_rows=6,
+        page_size=500,
+        upsert_batch_rows=100,
+        apply_delay=0.0,
+        apply_jitter=0.0,
+        read_lag=0.0,
+        lag_jitter=6.0,
+        skew=-3.0,
+        tie_break="local",
+        max_delete_share=0.5,
+        retry_after_header=False,
+    )
+    steps = (
+        Lag(seconds=0.0, jitter=0.0),
+        Cycle(dt=30.0, full=True),
+        Lag(seconds=45.0, jitter=5.0),
+        AppEdit(711216, (("comment", "c1066.7"), ("confirmed", False))),
+        Cycle(dt=30.0),
+        AppEdit(258915, (("comment", "c1066.9"),)),
+        Cycle(dt=1.0),
+        PersonEdit(531222, (("activity", "act 1066.14"),)),
+        PersonInsert(
+            (
+                ("employee_email", "john.smith@example.com"),
+                ("email", "john.smith@example.com"),
+                ("comment", "c1066.15"),
+                ("activity", "act 1066.16"),
+                ("hours", 417.5),
+                ("role", "Спикер"),
+                ("confirmed", False),
+                ("activity_date", "2024-01-23"),
+                ("tags", ["конференция", "митап"]),
+            )
+        ),
+        PersonInsert(
+            (
+                ("employee_email", "ivan.petrov@example.com"),
+                ("email", "ivan.petrov@example.com"),
+                ("comment", "c1066.22"),
+                ("activity", "act 1066.23"),
+                ("hours", 625.0),
+                ("role", "Организатор"),
+                ("confirmed", False),
+                ("activity_date", "2024-04-23"),
+                ("tags", ["митап", "обучение"]),
+            )
+        ),
+        Cycle(dt=30.0, full=True),
+        PersonDelete(119860),
+        Cycle(dt=30.0),
+    )
+    result = await run_scenario(Scenario(1066, params, steps))
     assert not result.violations, [str(v) for v in result.violations]
