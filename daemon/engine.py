@@ -1039,17 +1039,16 @@ class Engine:
             return None  # the app's row is unreadable (quarantined): wait until it is fixed
         gone_id: str | None = None
         try:
-            try:
-                raw: RawRow | None = None
-                if s.coda_row_id is not None:
+            if s.coda_row_id is None:
+                raw: RawRow | None = await self._find_by_key(s.key)
+            else:
+                try:
                     raw = await self.client.get_row(
                         b.doc_id, b.table_id, s.coda_row_id, latest=True
                     )
-                else:
+                except CodaNotFound:
+                    gone_id = s.coda_row_id  # latest says no such row: is the key elsewhere?
                     raw = await self._find_by_key(s.key)
-            except CodaNotFound:
-                gone_id = s.coda_row_id  # latest says no such row: is the key elsewhere?
-                raw = await self._find_by_key(s.key)
         except CodaBadRequest:
             return None  # snapshot still stale: next cycle
         except CodaNotFound:
