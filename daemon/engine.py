@@ -1369,10 +1369,17 @@ class Engine:
         remote_wm = bstate.remote_watermark if bstate else None
         if ctx.remote_high is not None and (remote_wm is None or ctx.remote_high > remote_wm):
             remote_wm = ctx.remote_high
+        token = ctx.new_token
+        if ctx.full_scan and not ctx.seen_row_ids:
+            # A full listing with no rows (a first sync, before any state for the breaker to
+            # protect): its token's watermark would be the table's newest row, so rows an
+            # empty answer hid would wait for the next full scan. No token: the next cycle
+            # scans in full again, for the same one read an incremental cycle costs.
+            token = None
         new = BindingState(
             binding=self.binding.name,
             updated_at=ctx.now,
-            sync_token=ctx.new_token,
+            sync_token=token,
             remote_watermark=remote_wm,
             local_watermark=watermark,
             last_full_scan_at=ctx.now

@@ -141,6 +141,23 @@ async def test_empty_listing_deletes_nothing(tmp_path: Path, db_url: str) -> Non
         assert await w.local_rows() == before
 
 
+async def test_an_empty_first_listing_mints_no_sync_token(tmp_path: Path, db_url: str) -> None:
+    """A first sync (no row states: the breaker has nothing to protect) whose full listing
+    comes back empty must not save that listing's sync token: the token's watermark is the
+    table's newest row, so every existing row would wait for the next full scan (an hour).
+    The next cycle scans in full again, at the same cost as an incremental one (soak seed
+    10077)."""
+    async with world(tmp_path, db_url=db_url, seed_rows=SEED) as w:
+        w.emu.faults.add(FaultRule("empty_listing", endpoint="listRows"))
+        r = await w.cycle(full=True)
+        assert r.stats["pulled_inserts"] == 0 and r.guard is None, r.summary()
+        r = await w.cycle(advance=30)
+        assert r.full_scan and r.stats["pulled_inserts"] == SEED, r.summary()
+        r = await w.cycle(advance=30)
+        assert not r.full_scan
+        await w.assert_converged()
+
+
 async def test_failed_listing_deletes_nothing(tmp_path: Path, db_url: str) -> None:
     async with world(tmp_path, db_url=db_url, seed_rows=SEED) as w:
         keys = await _ready(w)
