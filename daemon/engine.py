@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from daemon import mutants, normalize, reconcile
 from daemon.clock import Clock, own_stamp
@@ -82,6 +82,7 @@ REMOTE_OVERLAP = timedelta(minutes=10)
 """Incremental listings re-read rows this much older than the newest `updatedAt` seen."""
 _CLEAN = object()
 _SLOW = object()
+_UNKNOWN = object()  # Coda could not say (a stale snapshot answered 400)
 RECHECK_BUDGET = 100
 
 
@@ -806,7 +807,7 @@ class Engine:
             states = await self.repo.get_row_states(conn, b.name, missing)
             candidates = await self._remote_candidates(ctx, conn, set(missing))
         inputs, deferred = self._local_deletes(states, missing)
-        remote_states = await self._remote_deletes(ctx, candidates, inputs)
+        remote_states = await self._remote_deletes(ctx, candidates, inputs, deferred)
         if deferred and not ctx.dry_run:
             async with self.store.begin() as conn:
                 await self.repo.put_row_states(conn, deferred)
@@ -875,9 +876,19 @@ class Engine:
         return inputs, deferred
 
     async def _remote_deletes(
-        self, ctx: _Cycle, candidates: Sequence[RowState], inputs: dict[SyncKey, KeyInput]
+        self,
+        ctx: _Cycle,
+        candidates: Sequence[RowState],
+        inputs: dict[SyncKey, KeyInput],
+        deferred: list[RowState],
     ) -> dict[SyncKey, RowState]:
-        """Add the keys a full listing did not show to `inputs`; returns their states."""
+        """Add the keys a full listing did not show to `inputs`; returns their states.
+
+        A candidate whose Coda row could not be read (stale snapshot), or was not read (too
+        many to confirm), while its local row changed goes to `deferred` (recheck) instead:
+        planned with "Coda unchanged", its edit would go out as a partial upsert, which
+        re-creates a deleted row with just the edited columns.
+        """
         if not candidates:
             return {}
         # (An empty listing never gets here: _empty_listing_breaker stops the cycle.)
@@ -894,15 +905,21 @@ class Engine:
         many = len(deletable) > reconcile.allowed_deletes(await self._delete_policy())
         out: dict[SyncKey, RowState] = {}
         for cand in candidates:
-            out[cand.key] = cand
             local = locals_[cand.key]
-            remote: SideState
+            remote: SideState | object
             if many:
-                # A local edit or delete is planned as if Coda were unchanged.
-                remote = ABSENT if cand.key in deletable else None
+                remote = ABSENT if cand.key in deletable else _UNKNOWN
             else:
                 remote = await self._confirm_gone(cand)  # None: still there, unchanged
-            inputs[cand.key] = KeyInput(key=cand.key, base=cand.base, local=local, remote=remote)
+            if remote is _UNKNOWN:
+                inputs.pop(cand.key, None)
+                if cand.key not in deletable:  # an edit, a local delete: read Coda first
+                    ctx.stats.deferred += 1
+                    deferred.append(replace(cand, recheck=True))
+                continue  # unchanged on our side: nothing to do until Coda answers
+            out[cand.key] = cand
+            side = cast(SideState, remote)
+            inputs[cand.key] = KeyInput(key=cand.key, base=cand.base, local=local, remote=side)
         return out
 
     def _same_as_base(self, local: SideState, s: RowState) -> bool:
@@ -924,8 +941,9 @@ class Engine:
         except _LocalRowBad:
             return None
 
-    async def _confirm_gone(self, s: RowState) -> SideState:
-        """A row missing from a full scan is gone only if Coda says 404 for it by id."""
+    async def _confirm_gone(self, s: RowState) -> SideState | object:
+        """A row missing from a full scan is gone only if Coda says 404 for it by id
+        (ABSENT); None: still there, unchanged; _UNKNOWN: the snapshot is stale (400)."""
         if mutants.on("unconfirmed_delete"):  # planted bug (tests only): no confirming GET
             return ABSENT
         b = self.binding
@@ -942,7 +960,7 @@ class Engine:
         except CodaNotFound:
             return ABSENT
         except CodaBadRequest:
-            return None
+            return _UNKNOWN
         values, errors = normalize.canon_row_from_coda(self._columns, raw.values)
         if errors:
             return None

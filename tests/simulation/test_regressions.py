@@ -715,3 +715,55 @@ async def test_a_keyless_row_deleted_after_we_gave_it_a_key_is_a_coda_delete() -
     )
     result = await run_scenario(Scenario(1066, params, steps))
     assert not result.violations, [str(v) for v in result.violations]
+
+
+async def test_an_unlisted_row_the_snapshot_cannot_confirm_gets_no_partial_push() -> None:
+    """Seed 8161 of the 10,000-seed soak, shrunk: a person deletes a row, the app edits it;
+    the engine re-inserts it whole (edit beats delete), but Coda never applies the insert, and
+    the write is released. The next full scan does not list the key, and its confirming read
+    answered 400 (stale snapshot): taken as "still there, unchanged", the app's edit went
+    out as a partial upsert, which re-created the row with just that column, and the blank
+    columns were pulled over SQL (data loss). Such a key is now marked for recheck, which
+    reads Coda (latest) before anything is pushed."""
+    params = SimParams(
+        coda_rows=17,
+        local_rows=1,
+        page_size=5,
+        upsert_batch_rows=5,
+        apply_delay=0.0,
+        apply_jitter=0.0,
+        read_lag=1.0,
+        lag_jitter=6.0,
+        skew=1.0,
+        tie_break="local",
+        full_resync_seconds=300.0,
+        max_delete_share=0.5,
+        retry_after_header=False,
+    )
+    steps = (
+        PersonDelete(308241),
+        Cycle(dt=1.0),
+        AppEdit(611096, (("hours", 411.5),)),
+        Fault(label="never_apply", count=3),
+        Cycle(dt=30.0, full=True),
+        Concurrent(
+            at=3,
+            action=PersonInsert(
+                (
+                    ("employee_email", "john.smith@example.com"),
+                    ("email", "john.smith@example.com"),
+                    ("comment", "c8161.16"),
+                    ("activity", "act 8161.17"),
+                    ("hours", 519.0),
+                    ("role", "Организатор"),
+                    ("confirmed", False),
+                    ("activity_date", "2024-01-01"),
+                    ("tags", ["конференция"]),
+                )
+            ),
+        ),
+        Fault(label="rate_limit_retry_after", count=1),
+        Cycle(dt=90.0),
+        Cycle(dt=30.0),
+    )
+    await _assert_clean(Scenario(8161, params, steps), "partial-upsert-recreates-deleted-row")
