@@ -420,19 +420,9 @@ class Engine:
             seen[skey] = (raw.id, updated)
             if fate == "recreated":
                 assert state is not None
-                log.warning(
-                    "Coda row %s of key %s was deleted and the key re-created on row %s: "
-                    "restoring its other columns (edit beats delete, journaled)",
-                    state.coda_row_id,
-                    skey,
-                    raw.id,
-                    extra={"binding": b.name},
-                )
-                state = states[skey] = self._recreated_state(state, raw.id, values)
-                rule = ConflictRule.EDIT_BEATS_DELETE
-                revived.append(
-                    Conflict(skey, None, None, None, None, Side.LOCAL, rule, None, updated)
-                )
+                state, conflict = self._revive(state, raw.id, values, updated)
+                states[skey] = state
+                revived.append(conflict)
             verdict = self._judge_remote(ctx, state, values, updated)
             if verdict == "ignore":
                 continue
@@ -500,15 +490,30 @@ class Engine:
                 out[skey] = "duplicate"
         return out
 
-    def _recreated_state(self, state: RowState, row_id: str, values: Values) -> RowState:
-        """The state to reconcile a re-created row against: its blank cells count as "not
-        edited in Coda", so the local values of every column the re-creation blanked are
-        pushed again; cells it holds (our write, or a person's later edit) merge as usual."""
+    def _revive(
+        self, state: RowState, row_id: str, values: Values, updated: datetime
+    ) -> tuple[RowState, Conflict]:
+        """A key's row was deleted in Coda and our partial upsert re-created it on `row_id`:
+        the state to reconcile it against, and the edit-beats-delete entry to journal.
+
+        In that state the re-created row's blank cells count as "not edited in Coda", so the
+        local values of every column the re-creation blanked are pushed again; cells it holds
+        (our write, or a person's later edit) merge as usual."""
+        log.warning(
+            "Coda row %s of key %s was deleted and the key re-created on row %s: "
+            "restoring its other columns (edit beats delete, journaled)",
+            state.coda_row_id,
+            state.key,
+            row_id,
+            extra={"binding": self.binding.name},
+        )
         base = dict(state.pending_values if state.pending_values is not None else state.base)
         for spec in self.binding.writable_columns:
             if _blank(values.get(spec.local)):
                 base[spec.local] = values.get(spec.local)
-        return self._settled(state, base, row_id, None, recheck=False)
+        rule = ConflictRule.EDIT_BEATS_DELETE
+        conflict = Conflict(state.key, None, None, None, None, Side.LOCAL, rule, None, updated)
+        return self._settled(state, base, row_id, None, recheck=False), conflict
 
     @staticmethod
     def _unchanged(
@@ -1012,13 +1017,12 @@ class Engine:
             found = await self._recheck_one(ctx, s)
             if found is None:
                 continue  # not now: stays marked for the next cycle
-            item, remote_seen, settled = found
+            item, remote_seen, revival = found
             if remote_seen is not None:
                 seen[s.key] = remote_seen
             ctx.stats.rechecked += 1
-            if settled is not None:  # re-created on another row (see _recheck_one)
-                rule = ConflictRule.EDIT_BEATS_DELETE
-                conflict = Conflict(s.key, None, None, None, None, Side.LOCAL, rule, None, None)
+            if revival is not None:  # re-created on another row (see _recheck_one)
+                settled, conflict = revival
                 revived.append(conflict)
                 cleared.append(settled)
             else:
@@ -1041,12 +1045,13 @@ class Engine:
 
     async def _recheck_one(
         self, ctx: _Cycle, s: RowState
-    ) -> tuple[KeyInput, tuple[str, datetime] | None, RowState | None] | None:
+    ) -> tuple[KeyInput, tuple[str, datetime] | None, tuple[RowState, Conflict] | None] | None:
         """Both sides of one deferred key, read now; None when it cannot be decided yet.
 
-        The third item, when set, is the state to decide against instead of `s`: the key's
-        known row is gone (404) and the key lives on another row, which our partial upsert
-        re-created (see `_moved_rows`; a listing found it while the snapshot was stale).
+        The third item, when set, is `_revive`'s state to decide against instead of `s`, and
+        its journal entry: the key's known row is gone (404) and the key lives on another row,
+        which our partial upsert re-created (see `_moved_rows`; a listing found it while the
+        snapshot was stale).
         """
         b = self.binding
         async with self.store.connect() as conn:
@@ -1083,13 +1088,13 @@ class Engine:
             return None
         updated = parse_coda_time(raw.updated_at)
         remote = Version(values, updated)
-        settled: RowState | None = None
+        revival: tuple[RowState, Conflict] | None = None
         base = s.base
         if gone_id is not None and raw.id != gone_id:
-            settled = self._recreated_state(s, raw.id, values)
-            base = settled.base
+            revival = self._revive(s, raw.id, values, updated)
+            base = revival[0].base
         item = KeyInput(key=s.key, base=base, local=local, remote=remote)
-        return item, (raw.id, updated), settled
+        return item, (raw.id, updated), revival
 
     # ------------------------------------------------------------------ applying plans
 
@@ -1142,9 +1147,11 @@ class Engine:
             else:
                 local_only.append(kp)
         key_intents = {k for k, _ in new_keys}
-        to_coda = {kp.key for kp, _, _, _ in ctx.outbox}
+        if cleared:
+            to_coda = {kp.key for kp, _, _, _ in ctx.outbox}
+            cleared = [s for s in cleared if s.key not in to_coda]
         async with self.store.begin() as conn:
-            await self.repo.put_row_states(conn, [s for s in cleared if s.key not in to_coda])
+            await self.repo.put_row_states(conn, cleared)
             await self.repo.journal_conflicts(conn, self.binding.name, journal, at=ctx.now)
             await self._apply_local(ctx, conn, local_only, states, seen, by_key, key_intents)
             for skey, raw in new_keys:
