@@ -324,7 +324,8 @@ class Writer:
         async with self.store.begin() as conn:
             await self.repo.mark_lost(conn, [m.id])
             states = await self.repo.row_states_pending_on(conn, self.binding.name, m.id)
-            await self.repo.put_row_states(conn, [released(s, m) for s in states])
+            written = written_columns(m)
+            await self.repo.put_row_states(conn, [released(s, written) for s in states])
         self.stats.released += 1
         log.info(
             "write %s (%s, %d rows) released: %s",
@@ -441,25 +442,30 @@ class Writer:
         return mid
 
 
-def released(state: RowState, m: Mutation) -> RowState:
-    """The state of a key whose write `m` is given up: marked for recheck, and its base.
+def written_columns(m: Mutation) -> dict[str, set[str]]:
+    """The columns upsert `m` was to write, by key, for the rows it updates (not inserts)."""
+    if m.kind is not MutationKind.UPSERT:
+        return {}
+    rows = (m.payload or {}).get("rows", ())
+    return {str(r["key"]): set(r.get("write") or ()) for r in rows if not r.get("insert")}
 
-    The columns the upsert was to write go back to the last synced base (Coda may not hold
-    them). The others of its new base were already on both sides when it was decided: Coda's
-    values, pulled into the local row in the same transaction as the intent. They become the
-    base, or a later Coda edit that puts a column back to its old base value would look
-    unchanged, and the pulled value would be pushed over it.
+
+def released(state: RowState, written: Mapping[str, set[str]]) -> RowState:
+    """The state of a key whose write is given up: marked for recheck, and its base.
+
+    `written`: `written_columns` of that write. The columns it was to write go back to the
+    last synced base (Coda may not hold them). The others of its new base were already on
+    both sides when it was decided: Coda's values, pulled into the local row in the same
+    transaction as the intent. They become the base, or a later Coda edit that puts a column
+    back to its old base value would look unchanged, and the pulled value would be pushed
+    over it. An insert (or a delete) keeps its base: nothing of it is known to be in Coda.
     """
     out = replace(state, pending_mutation_id=None, pending_values=None, recheck=True)
-    if m.kind is not MutationKind.UPSERT or state.pending_values is None:
+    columns = written.get(state.key)
+    if columns is None or state.pending_values is None:
         return out
-    rows = (m.payload or {}).get("rows", ())
-    row = next((r for r in rows if r.get("key") == state.key and not r.get("insert")), None)
-    if row is None:
-        return out  # an insert: nothing of it is known to be in Coda
-    written = set(row.get("write") or ())
     base = dict(state.base)
-    base.update((c, v) for c, v in state.pending_values.items() if c not in written)
+    base.update((c, v) for c, v in state.pending_values.items() if c not in columns)
     if base == state.base:
         return out
     return replace(out, base=base, base_hash=normalize.row_hash(base))
